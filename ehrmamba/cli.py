@@ -37,14 +37,19 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     def on_progress(p: Progress) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=p.bytes_total, unit="B", unit_scale=True, desc="ingest",
-                       disable=args.quiet)
+            bar = tqdm(
+                total=p.bytes_total, unit="B", unit_scale=True, desc="ingest", disable=args.quiet
+            )
         bar.update(p.bytes_done - bar.n)
         bar.set_postfix(files=f"{p.files_done}/{p.files_total}", resources=p.resources_read)
 
     report = ingest(
-        Path(args.path), database, workers=args.workers, force=args.force,
-        duckdb_threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit,
+        Path(args.path),
+        database,
+        workers=args.workers,
+        force=args.force,
+        duckdb_threads=settings.duckdb_threads,
+        memory_limit=settings.duckdb_memory_limit,
         progress=on_progress,
     )
     if bar is not None:
@@ -73,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="land FHIR Bundles / Bulk NDJSON into DuckDB")
     ingest.add_argument("path", help="a directory or file of .json[.gz] / .ndjson[.gz]")
     ingest.add_argument("--db", help="DuckDB file (default: $EHRMAMBA_HOME/warehouse.duckdb)")
-    ingest.add_argument("--workers", type=int, default=None, help="parser processes (default: cores)")
+    ingest.add_argument(
+        "--workers", type=int, default=None, help="parser processes (default: cores)"
+    )
     ingest.add_argument("--force", action="store_true", help="re-read files seen before")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(func=_cmd_ingest)

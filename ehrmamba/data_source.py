@@ -1,4 +1,4 @@
-"""Resolve where the platform's FHIR comes from: the user's files, or the embedded synthetic cohort."""
+"""Where the platform's FHIR comes from: the user's files, or the embedded synthetic cohort."""
 
 from __future__ import annotations
 
@@ -19,9 +19,7 @@ def resolve_fhir_source(settings: Settings, progress: bool = False) -> Path:
     """
     if settings.fhir_source is not None:
         if not settings.fhir_source.exists():
-            raise FileNotFoundError(
-                f"EHRMAMBA_FHIR_SOURCE={settings.fhir_source} does not exist"
-            )
+            raise FileNotFoundError(f"EHRMAMBA_FHIR_SOURCE={settings.fhir_source} does not exist")
         return settings.fhir_source
     target = settings.synth_dir
     if (target / _MARKER).exists():

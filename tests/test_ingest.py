@@ -73,10 +73,13 @@ def test_synthea_bundles_land_exactly(synthea_r4: Path, tmp_path: Path) -> None:
             "subject_id NOT IN (SELECT id FROM raw.fhir_resources WHERE resource_type='Patient')"
         ).fetchone()[0]
         assert orphans == 0
-        assert con.execute(
-            "SELECT count(*) FROM (SELECT resource_type, id FROM raw.fhir_resources "
-            "GROUP BY ALL HAVING count(*) > 1)"
-        ).fetchone()[0] == 0
+        assert (
+            con.execute(
+                "SELECT count(*) FROM (SELECT resource_type, id FROM raw.fhir_resources "
+                "GROUP BY ALL HAVING count(*) > 1)"
+            ).fetchone()[0]
+            == 0
+        )
 
 
 def test_bulk_ndjson_lands_exactly(bulk_ndjson_10: Path, tmp_path: Path) -> None:
@@ -188,7 +191,9 @@ def test_reingestion_adds_nothing_and_newer_versions_replace(tmp_path: Path) -> 
     src.mkdir()
     db = tmp_path / "w.duckdb"
     fb.write_ndjson(src / "Patient.000.ndjson", [fb.patient("p1", "2024-01-01T00:00:00Z")])
-    fb.write_json(src / "b.json", fb.transaction_bundle([fb.patient("p2"), fb.condition("c1", "urn:uuid:p2")]))
+    fb.write_json(
+        src / "b.json", fb.transaction_bundle([fb.patient("p2"), fb.condition("c1", "urn:uuid:p2")])
+    )
 
     first = ingest(src, db)
     assert (first.inserted, first.updated) == (3, 0)

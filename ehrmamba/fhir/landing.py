@@ -24,11 +24,13 @@ import duckdb
 import pyarrow as pa
 
 from ehrmamba.fhir import store
-from ehrmamba.fhir.parse import ParsedFile, parse_file, read_chunk
+from ehrmamba.fhir.parse import ParsedFile, TaskResult, parse_files, read_chunk
 from ehrmamba.fhir.resource_types import LANDED_TYPES
 from ehrmamba.fhir.sources import SourceFile, discover
 
-DEFAULT_BATCH_BYTES = 48 << 20
+DEFAULT_BATCH_BYTES = 48 << 20  # staged Arrow bytes merged per transaction
+DEFAULT_TASK_BYTES = 24 << 20  # JSON bytes per worker task (gzip sizes scaled by _GZIP_RATIO)
+_GZIP_RATIO = 12
 
 
 @dataclass
@@ -106,8 +108,15 @@ class IngestReport:
             for name, c in sorted(self.per_type.items())
         ]
         rows.append(
-            ("total", self.read, self.landed, self.inserted, self.updated, self.quarantined,
-             self.skipped)
+            (
+                "total",
+                self.read,
+                self.landed,
+                self.inserted,
+                self.updated,
+                self.quarantined,
+                self.skipped,
+            )
         )
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
@@ -151,29 +160,54 @@ class _InlineExecutor(Executor):
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - surfaced through the future
+        except BaseException as exc:
             future.set_exception(exc)
         return future
 
 
-def _parsed_in_order(
-    executor: Executor, files: list[SourceFile], spill: Path, landed_types: frozenset[str],
+def plan_tasks(files: list[SourceFile], task_bytes: int) -> list[list[SourceFile]]:
+    """Group consecutive files into worker tasks of about ``task_bytes`` of JSON each.
+
+    Many small Bundles (Synthea writes one per patient) would otherwise cost one classification
+    query each; one huge NDJSON file stays a task of its own.
+    """
+    tasks: list[list[SourceFile]] = []
+    current: list[SourceFile] = []
+    weight = 0
+    for source in files:
+        current.append(source)
+        weight += source.size_bytes * (_GZIP_RATIO if source.path.name.endswith(".gz") else 1)
+        if weight >= task_bytes:
+            tasks.append(current)
+            current, weight = [], 0
+    if current:
+        tasks.append(current)
+    return tasks
+
+
+def _results_in_order(
+    executor: Executor,
+    tasks: list[list[SourceFile]],
+    spill: Path,
+    landed_types: frozenset[str],
     window: int,
-) -> Iterator[ParsedFile]:
+) -> Iterator[TaskResult]:
     """Results in file order (deterministic merges) with a bounded number of tasks in flight."""
     pending: deque[Future] = deque()
-    it = iter(enumerate(files))
-    for task_id, source in it:
-        pending.append(executor.submit(parse_file, source, spill, task_id, landed_types))
-        if len(pending) >= window:
-            break
-    while pending:
-        parsed = pending.popleft().result()
+    it = iter(enumerate(tasks))
+
+    def submit() -> None:
         nxt = next(it, None)
         if nxt is not None:
-            task_id, source = nxt
-            pending.append(executor.submit(parse_file, source, spill, task_id, landed_types))
-        yield parsed
+            task_id, sources = nxt
+            pending.append(executor.submit(parse_files, sources, spill, task_id, landed_types))
+
+    for _ in range(window):
+        submit()
+    while pending:
+        result = pending.popleft().result()
+        submit()
+        yield result
 
 
 class _BatchLoader:
@@ -189,17 +223,17 @@ class _BatchLoader:
         self.staged_bytes = 0
         self.in_txn = False
 
-    def add(self, parsed: ParsedFile) -> None:
+    def add(self, result: TaskResult) -> None:
         if not self.in_txn:
             self.con.execute("BEGIN TRANSACTION")
             self.in_txn = True
-        for path in parsed.chunk_paths:
+        for path in result.chunk_paths:
             chunk = read_chunk(path)  # memory-mapped: the batch costs page cache, not heap
             self.chunks.append(chunk)
             self.staged_bytes += chunk.nbytes
             path.unlink()
-        if parsed.quarantine:
-            rows = parsed.quarantine
+        rows = [row for parsed in result.files for row in parsed.quarantine]
+        if rows:
             table = pa.table(
                 {
                     "source_file": [r.source_file for r in rows],
@@ -215,7 +249,7 @@ class _BatchLoader:
                 f"INSERT INTO {store.QUARANTINE_STAGE_TABLE} SELECT * FROM _fhir_qchunk"
             )
             self.con.unregister("_fhir_qchunk")
-        self.files.append(parsed)
+        self.files.extend(result.files)
         if self.staged_bytes >= self.batch_bytes:
             self.flush()
 
@@ -261,9 +295,15 @@ class _BatchLoader:
             n_quarantined = outcome.quarantined_by_file.get(parsed.source.path_str, 0)
             manifest.append(
                 (
-                    parsed.source.path_str, parsed.source.format.value, parsed.source.size_bytes,
-                    parsed.source.mtime_ns, n_read, n_read - n_skipped - n_quarantined,
-                    n_quarantined, n_skipped, self.ingested_at,
+                    parsed.source.path_str,
+                    parsed.source.format.value,
+                    parsed.source.size_bytes,
+                    parsed.source.mtime_ns,
+                    n_read,
+                    n_read - n_skipped - n_quarantined,
+                    n_quarantined,
+                    n_skipped,
+                    self.ingested_at,
                 )
             )
         for name in set(read) | set(outcome.quarantined) | set(outcome.accepted):
@@ -276,12 +316,23 @@ class _BatchLoader:
             c.updated += outcome.updated[name]
         if manifest:
             names = [
-                "source_file", "format", "size_bytes", "mtime_ns", "rows_read", "rows_landed",
-                "rows_quarantined", "rows_skipped", "ingested_at",
+                "source_file",
+                "format",
+                "size_bytes",
+                "mtime_ns",
+                "rows_read",
+                "rows_landed",
+                "rows_quarantined",
+                "rows_skipped",
+                "ingested_at",
             ]
-            table = pa.table({n: list(col) for n, col in zip(names, zip(*manifest), strict=True)})
+            table = pa.table(
+                {n: list(col) for n, col in zip(names, zip(*manifest, strict=True), strict=True)}
+            )
             self.con.register("_fhir_manifest", table)
-            self.con.execute("INSERT OR REPLACE INTO raw.fhir_ingested_files SELECT * FROM _fhir_manifest")
+            self.con.execute(
+                "INSERT OR REPLACE INTO raw.fhir_ingested_files SELECT * FROM _fhir_manifest"
+            )
             self.con.unregister("_fhir_manifest")
 
 
@@ -293,6 +344,7 @@ def ingest(
     force: bool = False,
     landed_types: frozenset[str] = LANDED_TYPES,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
+    task_bytes: int = DEFAULT_TASK_BYTES,
     duckdb_threads: int | None = None,
     memory_limit: str | None = None,
     spill_dir: Path | None = None,
@@ -316,7 +368,8 @@ def ingest(
         report.files_unchanged = len(files) - len(todo)
         report.files_read = len(todo)
         bytes_total = sum(f.size_bytes for f in todo)
-        n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+        tasks = plan_tasks(todo, task_bytes)
+        n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
         spill_root = spill_dir or (
             Path(database).parent if not isinstance(database, duckdb.DuckDBPyConnection) else None
         )
@@ -330,14 +383,18 @@ def ingest(
             done_bytes = 0
             resources = 0
             try:
-                for i, parsed in enumerate(
-                    _parsed_in_order(executor, todo, Path(tmp), landed_types, 8 * n_workers)
+                files_done = 0
+                for result in _results_in_order(
+                    executor, tasks, Path(tmp), landed_types, 4 * n_workers
                 ):
-                    loader.add(parsed)
-                    done_bytes += parsed.source.size_bytes
-                    resources += sum(parsed.read_counts.values())
+                    loader.add(result)
+                    files_done += len(result.files)
+                    done_bytes += sum(p.source.size_bytes for p in result.files)
+                    resources += sum(sum(p.read_counts.values()) for p in result.files)
                     if progress is not None:
-                        progress(Progress(i + 1, len(todo), done_bytes, bytes_total, resources))
+                        progress(
+                            Progress(files_done, len(todo), done_bytes, bytes_total, resources)
+                        )
                 loader.flush()
             finally:
                 if loader.in_txn:

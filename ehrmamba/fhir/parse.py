@@ -1,9 +1,9 @@
 """Parse FHIR files into rows ready for DuckDB, in a worker process.
 
-This is the CPU-heavy half of ingestion: decompression (zlib-ng) and JSON parsing (simdjson, C++)
-run here, one file per task, in as many processes as there are cores. The worker does as little
-Python per resource as it can (read ``resourceType``, take the minified JSON) and leaves field
-extraction and validation to vectorised SQL in :mod:`ehrmamba.fhir.store`.
+This is the CPU-heavy part of ingestion: decompression (zlib-ng), JSON parsing (simdjson, C++) and
+field validation (:mod:`ehrmamba.fhir.classify`, DuckDB SQL) run here, one file per task, in as
+many processes as there are cores. The worker does as little Python per resource as it can (read
+``resourceType``, take the minified JSON); the parent process only merges what workers hand it.
 
 A file that is not clean JSON is not dropped: the parser falls back to a slow path that recovers
 every entry before the damage and records the rest in quarantine with the reason in words.
@@ -23,6 +23,7 @@ import pyarrow.ipc
 import simdjson
 from zlib_ng import zlib_ng
 
+from ehrmamba.fhir.classify import CLASSIFIED_SCHEMA, classify
 from ehrmamba.fhir.sources import FileFormat, SourceFile
 
 UNKNOWN_TYPE = "(unknown)"
@@ -52,27 +53,42 @@ class QuarantineRow:
 
 @dataclass
 class ParsedFile:
-    """What one worker learned about one file; the rows themselves are spilled to Arrow files."""
+    """What a worker learned about one file: counts and quarantine; rows go to the task's chunks."""
 
     source: SourceFile
-    chunk_paths: list[Path] = field(default_factory=list)
-    candidate_rows: int = 0
     read_counts: Counter[str] = field(default_factory=Counter)
     skipped_counts: Counter[str] = field(default_factory=Counter)
     quarantine: list[QuarantineRow] = field(default_factory=list)
 
 
-class _ChunkWriter:
-    """Collects candidate resources and spills them as Arrow IPC files of bounded size."""
+@dataclass
+class TaskResult:
+    """One worker task: a run of consecutive files, their classified rows spilled to Arrow files."""
 
-    def __init__(self, parsed: ParsedFile, spill_dir: Path, task_id: int, chunk_bytes: int):
-        self.parsed = parsed
+    files: list[ParsedFile] = field(default_factory=list)
+    chunk_paths: list[Path] = field(default_factory=list)
+    rows: int = 0
+
+
+class _ChunkWriter:
+    """Collects candidate resources and spills them, classified, as Arrow IPC files.
+
+    Classification is one SQL query per chunk, so chunks span many small files (a query costs
+    milliseconds to plan); a Bundle file is never split across chunks, because its ``urn:uuid``
+    references resolve within the file.
+    """
+
+    def __init__(self, result: TaskResult, spill_dir: Path, task_id: int, chunk_bytes: int):
+        self.result = result
         self.spill_dir = spill_dir
         self.task_id = task_id
         self.chunk_bytes = chunk_bytes
+        self.hold = False
+        self.source_path = ""
         self._reset()
 
     def _reset(self) -> None:
+        self.sources: list[str] = []
         self.positions: list[str] = []
         self.seqs: list[int] = []
         self.full_urls: list[str | None] = []
@@ -81,12 +97,22 @@ class _ChunkWriter:
         self.nbytes = 0
 
     def add(self, position: str, seq: int, full_url: str | None, rtype: str, resource: bytes):
+        self.sources.append(self.source_path)
         self.positions.append(position)
         self.seqs.append(seq)
         self.full_urls.append(full_url)
         self.types.append(rtype)
         self.resources.append(resource)
         self.nbytes += len(resource)
+        if self.nbytes >= self.chunk_bytes and not self.hold:
+            self.flush()
+
+    def start_file(self, source: SourceFile, atomic: bool) -> None:
+        self.source_path = source.path_str
+        self.hold = atomic
+
+    def end_file(self) -> None:
+        self.hold = False
         if self.nbytes >= self.chunk_bytes:
             self.flush()
 
@@ -96,7 +122,7 @@ class _ChunkWriter:
         n = len(self.resources)
         batch = pa.record_batch(
             [
-                pa.array([self.parsed.source.path_str] * n, type=pa.string()),
+                pa.array(self.sources, type=pa.string()),
                 pa.array(self.positions, type=pa.string()),
                 pa.array(self.seqs, type=pa.int64()),
                 pa.array(self.full_urls, type=pa.string()),
@@ -106,12 +132,14 @@ class _ChunkWriter:
             ],
             schema=STAGE_SCHEMA,
         )
-        path = self.spill_dir / f"{self.task_id:08d}-{len(self.parsed.chunk_paths):05d}.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, STAGE_SCHEMA) as writer:
-            writer.write_batch(batch)
-        self.parsed.chunk_paths.append(path)
-        self.parsed.candidate_rows += n
         self._reset()
+        classified = classify(batch)
+        del batch
+        path = self.spill_dir / f"{self.task_id:08d}-{len(self.result.chunk_paths):05d}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, CLASSIFIED_SCHEMA) as w:
+            w.write_table(classified)
+        self.result.chunk_paths.append(path)
+        self.result.rows += n
 
 
 def _excerpt(data: bytes | str) -> str:
@@ -177,14 +205,14 @@ class _Classifier:
             kind = type(value).__name__.lower().replace("csimdjson.", "")
             excerpt = value.mini if isinstance(value, simdjson.Array) else repr(value)
             self.quarantine(
-                position, f"not a FHIR resource: a JSON {kind}, not an object", excerpt=_excerpt(excerpt)
+                position,
+                f"not a FHIR resource: a JSON {kind}, not an object",
+                excerpt=_excerpt(excerpt),
             )
             return
         if not isinstance(rtype, str) or not rtype:
             raw = mini if mini is not None else value.mini
-            self.quarantine(
-                position, "not a FHIR resource: no resourceType", excerpt=_excerpt(raw)
-            )
+            self.quarantine(position, "not a FHIR resource: no resourceType", excerpt=_excerpt(raw))
             return
         self.parsed.read_counts[rtype] += 1
         if rtype not in self.landed_types:
@@ -195,25 +223,56 @@ class _Classifier:
         self.writer.add(position, self.seq, full_url, rtype, mini)
 
     def bundle_entries(self, entries, bundle_prefix: str, start: int = 0) -> None:
+        """Entries of a Bundle; the common case (an object entry holding a typed resource) is
+        handled inline, since this loop runs once per resource of every Bundle."""
+        read = self.parsed.read_counts
+        skipped = self.parsed.skipped_counts
+        landed = self.landed_types
+        add = self.writer.add
+        obj = simdjson.Object
         for i, entry in enumerate(entries, start):
-            position = f"{bundle_prefix}entry[{i}]"
-            if not isinstance(entry, (simdjson.Object, dict)):
-                self.quarantine(position, "Bundle entry is not a JSON object")
-                continue
-            resource = entry.get("resource")
-            full_url = entry.get("fullUrl")
-            if not isinstance(full_url, str):
-                full_url = None
-            if resource is None:
-                request = entry.get("request")
-                method = request.get("method") if isinstance(request, (simdjson.Object, dict)) else None
-                if method == "DELETE":
-                    self.parsed.read_counts["(delete request)"] += 1
-                    self.parsed.skipped_counts["(delete request)"] += 1
-                else:
-                    self.quarantine(position, "Bundle entry has no resource")
-                continue
-            self.resource(position, resource, full_url)
+            if type(entry) is obj:
+                resource = entry.get("resource")
+                if type(resource) is obj:
+                    rtype = resource.get("resourceType")
+                    if type(rtype) is str and rtype:
+                        self.seq += 1
+                        read[rtype] += 1
+                        if rtype in landed:
+                            url = entry.get("fullUrl")
+                            add(
+                                f"{bundle_prefix}entry[{i}]",
+                                self.seq,
+                                url if type(url) is str else None,
+                                rtype,
+                                resource.mini,
+                            )
+                        else:
+                            skipped[rtype] += 1
+                        continue
+            self._entry(f"{bundle_prefix}entry[{i}]", entry)
+
+    def _entry(self, position: str, entry) -> None:
+        """Any Bundle entry, including the odd ones: not an object, no resource, a delete."""
+        if not isinstance(entry, (simdjson.Object, dict)):
+            self.seq += 1
+            self.quarantine(position, "Bundle entry is not a JSON object")
+            return
+        resource = entry.get("resource")
+        full_url = entry.get("fullUrl")
+        if not isinstance(full_url, str):
+            full_url = None
+        if resource is None:
+            self.seq += 1
+            request = entry.get("request")
+            method = request.get("method") if isinstance(request, (simdjson.Object, dict)) else None
+            if method == "DELETE":
+                self.parsed.read_counts["(delete request)"] += 1
+                self.parsed.skipped_counts["(delete request)"] += 1
+            else:
+                self.quarantine(position, "Bundle entry has no resource")
+            return
+        self.resource(position, resource, full_url)
 
     def document(self, doc, position: str = "") -> None:
         """A whole JSON document: a Bundle, a single resource, or a JSON array of resources."""
@@ -252,7 +311,11 @@ def _salvage_document(text: str, classifier: _Classifier) -> None:
     match = _ENTRY_ARRAY.search(text)
     recovered = 0
     position = "document"
-    if match and text.lstrip().startswith("{") and '"Bundle"' in text[: match.start()] + text[:4096]:
+    if (
+        match
+        and text.lstrip().startswith("{")
+        and '"Bundle"' in text[: match.start()] + text[:4096]
+    ):
         decoder = json.JSONDecoder()
         pos = match.end()
         index = 0
@@ -276,7 +339,9 @@ def _salvage_document(text: str, classifier: _Classifier) -> None:
     )
     if recovered:
         reason += f"; the {recovered} entries before it were recovered"
-    classifier.quarantine(position, reason, excerpt=_excerpt(text[whole_error.pos : whole_error.pos + 80]))
+    classifier.quarantine(
+        position, reason, excerpt=_excerpt(text[whole_error.pos : whole_error.pos + 80])
+    )
 
 
 def _parse_json_document(source: SourceFile, classifier: _Classifier) -> None:
@@ -293,7 +358,9 @@ def _parse_json_document(source: SourceFile, classifier: _Classifier) -> None:
         doc = parser.parse(raw)
     except UnicodeDecodeError:
         classifier.quarantine(
-            "file", "not UTF-8 text (a binary file?); FHIR JSON must be UTF-8", excerpt=_excerpt(raw)
+            "file",
+            "not UTF-8 text (a binary file?); FHIR JSON must be UTF-8",
+            excerpt=_excerpt(raw),
         )
         return
     except ValueError:
@@ -324,9 +391,7 @@ def _parse_ndjson(source: SourceFile, classifier: _Classifier) -> None:
                 continue
             except ValueError as exc:
                 message = str(exc).split(":", 1)[-1].strip().split(".")[0]
-                classifier.quarantine(
-                    position, f"invalid JSON: {message}", excerpt=_excerpt(line)
-                )
+                classifier.quarantine(position, f"invalid JSON: {message}", excerpt=_excerpt(line))
                 continue
             if isinstance(doc, simdjson.Object) and doc.get("resourceType") == "Bundle":
                 classifier.document(doc, f"{position} ")
@@ -340,23 +405,32 @@ def _parse_ndjson(source: SourceFile, classifier: _Classifier) -> None:
         classifier.quarantine("file", "empty file")
 
 
-def parse_file(
-    source: SourceFile,
+def parse_files(
+    sources: list[SourceFile],
     spill_dir: Path,
     task_id: int,
     landed_types: frozenset[str],
-    chunk_bytes: int = 32 << 20,
-) -> ParsedFile:
-    """Parse one file; candidate rows go to Arrow files under ``spill_dir``."""
-    parsed = ParsedFile(source=source)
-    writer = _ChunkWriter(parsed, spill_dir, task_id, chunk_bytes)
-    classifier = _Classifier(parsed, writer, landed_types)
-    if source.format is FileFormat.NDJSON:
-        _parse_ndjson(source, classifier)
-    else:
-        _parse_json_document(source, classifier)
+    chunk_bytes: int = 64 << 20,
+) -> TaskResult:
+    """Parse a run of files; their classified rows go to Arrow files under ``spill_dir``.
+
+    NDJSON is cut into chunks of ``chunk_bytes`` even within a file, so a multi-GB export never
+    sits in memory at once; Bundle files are kept whole.
+    """
+    result = TaskResult()
+    writer = _ChunkWriter(result, spill_dir, task_id, chunk_bytes)
+    for source in sources:
+        parsed = ParsedFile(source=source)
+        classifier = _Classifier(parsed, writer, landed_types)
+        writer.start_file(source, atomic=source.format is not FileFormat.NDJSON)
+        if source.format is FileFormat.NDJSON:
+            _parse_ndjson(source, classifier)
+        else:
+            _parse_json_document(source, classifier)
+        writer.end_file()
+        result.files.append(parsed)
     writer.flush()
-    return parsed
+    return result
 
 
 def read_chunk(path: Path) -> pa.Table:

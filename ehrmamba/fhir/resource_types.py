@@ -44,37 +44,53 @@ class R5Marker:
 # Only shapes of fields the pipeline reads: a resource that differs from R4 elsewhere still lands.
 R5_MARKERS: tuple[R5Marker, ...] = (
     R5Marker(
-        "Encounter", "$.class", "array",
+        "Encounter",
+        "$.class",
+        "array",
         "Encounter.class is a list of CodeableConcept (R4 has one Coding)",
     ),
     R5Marker(
-        "Encounter", "$.actualPeriod", "present",
+        "Encounter",
+        "$.actualPeriod",
+        "present",
         "Encounter.actualPeriod (R4 has Encounter.period)",
     ),
     R5Marker(
-        "MedicationRequest", "$.medication", "present",
+        "MedicationRequest",
+        "$.medication",
+        "present",
         "MedicationRequest.medication is a CodeableReference "
         "(R4 has medicationCodeableConcept or medicationReference)",
     ),
     R5Marker(
-        "MedicationAdministration", "$.medication", "present",
+        "MedicationAdministration",
+        "$.medication",
+        "present",
         "MedicationAdministration.medication is a CodeableReference "
         "(R4 has medicationCodeableConcept or medicationReference)",
     ),
     R5Marker(
-        "MedicationAdministration", "$.occurenceDateTime", "present",
+        "MedicationAdministration",
+        "$.occurenceDateTime",
+        "present",
         "MedicationAdministration.occurence[x] (R4 has effective[x])",
     ),
     R5Marker(
-        "Procedure", "$.occurrenceDateTime", "present",
+        "Procedure",
+        "$.occurrenceDateTime",
+        "present",
         "Procedure.occurrenceDateTime (R4 has performed[x])",
     ),
     R5Marker(
-        "Procedure", "$.occurrencePeriod", "present",
+        "Procedure",
+        "$.occurrencePeriod",
+        "present",
         "Procedure.occurrencePeriod (R4 has performed[x])",
     ),
     R5Marker(
-        "Immunization", "$.administeredProduct", "present",
+        "Immunization",
+        "$.administeredProduct",
+        "present",
         "Immunization.administeredProduct (new in R5)",
     ),
 )

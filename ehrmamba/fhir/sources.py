@@ -46,7 +46,7 @@ def file_format(path: Path) -> FileFormat | None:
 
 
 def discover(source: Path) -> tuple[list[SourceFile], list[Path]]:
-    """Return the FHIR files under ``source`` (sorted, so runs are reproducible) and the ignored ones.
+    """The FHIR files under ``source`` (sorted, so runs are reproducible), and the ignored ones.
 
     ``source`` may be a single file or a directory, searched recursively. Hidden files and
     directories (``.cache``, editor swap files) are not looked at.

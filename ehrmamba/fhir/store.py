@@ -1,9 +1,8 @@
-"""The raw layer in DuckDB: the tables, and the SQL that validates and merges one batch.
+"""The raw layer in DuckDB: its tables, and the SQL that merges one batch into them.
 
-Field extraction and validation run as one vectorised SQL statement per batch (DuckDB's JSON
-functions are C++), so the per-resource cost stays out of Python. A batch commits atomically with
-the manifest rows of the files it came from: a crash leaves every file either fully landed or
-not at all, and the next run picks up where this one stopped.
+Rows arrive already validated and extracted by the parser workers; here they are only merged. A
+batch commits atomically with the manifest rows of the files it came from: a crash leaves every
+file either fully landed or not at all, and the next run picks up where this one stopped.
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from ehrmamba.fhir.parse import STAGE_SCHEMA
-from ehrmamba.fhir.resource_types import LANDED_TYPES, R5_MARKERS, SUBJECT_OPTIONAL
+from ehrmamba.fhir.classify import CLASSIFIED_SCHEMA
+from ehrmamba.fhir.resource_types import LANDED_TYPES
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS raw;
@@ -58,100 +57,11 @@ STAGE_TABLE = "_fhir_stage"  # an Arrow view registered for one batch, never mat
 QUARANTINE_STAGE_TABLE = "_fhir_quarantine_stage"
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _r5_check_sql() -> str:
-    """One CASE arm per known R5-only shape, evaluated only for the resource type it concerns."""
-    arms = []
-    for marker in R5_MARKERS:
-        path = _sql_str(marker.json_path)
-        if marker.kind == "present":
-            test = f"json_exists(resource, {path})"
-        elif marker.kind == "array":
-            test = f"json_type(resource, {path}) = 'ARRAY'"
-        else:  # pragma: no cover - guarded by the dataclass
-            raise ValueError(marker.kind)
-        arms.append(
-            f"WHEN resource_type = {_sql_str(marker.resource_type)} AND {test} "
-            f"THEN {_sql_str('FHIR R5 shape, not R4: ' + marker.message)}"
-        )
-    return "CASE " + " ".join(arms) + " END" if arms else "NULL"
-
-
-def _in_list(values) -> str:
-    return "(" + ", ".join(_sql_str(v) for v in sorted(values)) + ")"
-
-
-# Extract everything the raw layer keeps in one JSON parse per resource, then decide each row's
-# fate: the first failed check becomes its quarantine reason.
-CLASSIFY_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _fhir_classified AS
-WITH extracted AS (
-    SELECT
-        s.*,
-        json_extract_string(resource, [
-            '$.id', '$.meta.versionId', '$.meta.lastUpdated',
-            '$.subject.reference', '$.patient.reference'
-        ]) AS f,
-        json_type(resource, '$.id') AS id_type
-    FROM {STAGE_TABLE} s
-),
-fields AS (
-    SELECT
-        * EXCLUDE (f),
-        f[1] AS id,
-        f[2] AS version_id,
-        f[3] AS last_updated_text,
-        TRY_CAST(f[3] AS TIMESTAMPTZ) AS last_updated,
-        coalesce(f[4], f[5]) AS subject_ref
-    FROM extracted
-),
-bundle_patients AS (
-    -- urn:uuid: references in a transaction Bundle point at the fullUrl of an entry of the same file
-    SELECT source_file, full_url, any_value(id) AS patient_id
-    FROM fields
-    WHERE resource_type = 'Patient' AND full_url IS NOT NULL AND id IS NOT NULL
-    GROUP BY ALL
-),
-resolved AS (
-    SELECT
-        f.*,
-        CASE
-            WHEN f.resource_type = 'Patient' THEN f.id
-            WHEN f.subject_ref LIKE 'urn:uuid:%' OR f.subject_ref LIKE 'urn:oid:%' THEN bp.patient_id
-            ELSE regexp_extract(f.subject_ref, '(?:^|/)Patient/([A-Za-z0-9.\\-]{{1,64}})(?:/_history/[^/]+)?$', 1)
-        END AS subject_id_raw
-    FROM fields f
-    LEFT JOIN bundle_patients bp
-        ON bp.source_file = f.source_file AND bp.full_url = f.subject_ref
-)
-SELECT
-    * EXCLUDE (subject_id_raw),
-    nullif(subject_id_raw, '') AS subject_id,
-    CASE
-        WHEN id IS NULL THEN 'missing id'
-        WHEN id_type <> 'VARCHAR' THEN 'id is not a string'
-        WHEN NOT regexp_full_match(id, '[A-Za-z0-9.\\-]{{1,64}}')
-            THEN 'invalid id: FHIR ids are 1-64 characters of A-Z a-z 0-9 - .'
-        WHEN last_updated_text IS NOT NULL AND last_updated IS NULL
-            THEN 'meta.lastUpdated is not an instant: ' || last_updated_text
-        WHEN resource_type NOT IN {_in_list(SUBJECT_OPTIONAL)} AND subject_ref IS NULL
-            THEN 'missing subject: ' || resource_type || '.subject (or .patient) names no Patient'
-        WHEN resource_type NOT IN {_in_list(SUBJECT_OPTIONAL)} AND nullif(subject_id_raw, '') IS NULL
-            THEN 'subject reference ' || subject_ref || ' does not resolve to a Patient'
-        ELSE {_r5_check_sql()}
-    END AS error,
-    md5(resource) AS content_hash
-FROM resolved
-"""
-
 # Within one batch the same resource may appear twice (two files, two versions): keep the newest.
 MERGE_SQL = """
 MERGE INTO raw.fhir_resources t
 USING (
-    SELECT * FROM _fhir_classified
+    SELECT * FROM _fhir_stage
     WHERE error IS NULL
     QUALIFY row_number() OVER (
         PARTITION BY resource_type, id
@@ -186,7 +96,7 @@ class BatchOutcome:
 
 
 def empty_stage() -> pa.Table:
-    return STAGE_SCHEMA.empty_table()
+    return CLASSIFIED_SCHEMA.empty_table()
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -205,8 +115,11 @@ def create_stage(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def merge_stage(con: duckdb.DuckDBPyConnection, ingested_at) -> BatchOutcome:
-    """Validate the staged rows, merge the good ones, quarantine the rest. Caller owns the txn."""
-    con.execute(CLASSIFY_SQL)
+    """Merge the staged good rows, quarantine the rest. The caller owns the transaction.
+
+    ``_fhir_stage`` (classified rows, see :mod:`ehrmamba.fhir.classify`) is registered by the
+    caller; the worker-level quarantine rows are already in ``_fhir_quarantine_stage``.
+    """
     actions = con.execute(MERGE_SQL, {"ingested_at": ingested_at}).fetchall()
     inserted: Counter[str] = Counter()
     updated: Counter[str] = Counter()
@@ -215,7 +128,7 @@ def merge_stage(con: duckdb.DuckDBPyConnection, ingested_at) -> BatchOutcome:
     accepted = Counter(
         dict(
             con.execute(
-                "SELECT resource_type, count(*) FROM _fhir_classified WHERE error IS NULL GROUP BY 1"
+                f"SELECT resource_type, count(*) FROM {STAGE_TABLE} WHERE error IS NULL GROUP BY 1"
             ).fetchall()
         )
     )
@@ -223,7 +136,7 @@ def merge_stage(con: duckdb.DuckDBPyConnection, ingested_at) -> BatchOutcome:
         f"""
         INSERT INTO {QUARANTINE_STAGE_TABLE}
         SELECT source_file, position, resource_type, id, error, left(resource, 200)
-        FROM _fhir_classified WHERE error IS NOT NULL
+        FROM {STAGE_TABLE} WHERE error IS NOT NULL
         """
     )
     quarantined = Counter(
@@ -250,7 +163,6 @@ def merge_stage(con: duckdb.DuckDBPyConnection, ingested_at) -> BatchOutcome:
         {"ingested_at": ingested_at},
     )
     con.execute(f"DELETE FROM {QUARANTINE_STAGE_TABLE}")
-    con.execute("DROP TABLE IF EXISTS _fhir_classified")
     return BatchOutcome(inserted, updated, accepted, quarantined, by_file)
 
 

@@ -48,7 +48,10 @@ def raw_fhir_resources(
 
     with duckdb.get_connection() as con:
         report = ingest(
-            source, con, force=config.force, progress=on_progress,
+            source,
+            con,
+            force=config.force,
+            progress=on_progress,
             spill_dir=settings.home,
         )
         totals = con.execute(
@@ -58,8 +61,12 @@ def raw_fhir_resources(
     context.log.info(report.summary())
     per_type = {
         name: {
-            "read": c.read, "landed": c.landed, "new": c.inserted, "updated": c.updated,
-            "quarantined": c.quarantined, "skipped": c.skipped,
+            "read": c.read,
+            "landed": c.landed,
+            "new": c.inserted,
+            "updated": c.updated,
+            "quarantined": c.quarantined,
+            "skipped": c.skipped,
         }
         for name, c in sorted(report.per_type.items())
     }
@@ -86,8 +93,12 @@ def raw_fhir_resources(
     )
 
 
-@dg.asset_check(asset=RAW_FHIR, blocking=True, description="One row per (resource_type, id), "
-                "every non-Patient resource has a subject, rows read balance.")
+@dg.asset_check(
+    asset=RAW_FHIR,
+    blocking=True,
+    description="One row per (resource_type, id), "
+    "every non-Patient resource has a subject, rows read balance.",
+)
 def raw_fhir_resources_contract(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         duplicates = con.execute(
