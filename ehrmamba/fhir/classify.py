@@ -19,6 +19,7 @@ CLASSIFIED_SCHEMA = pa.schema(
         ("source_file", pa.string()),
         ("position", pa.string()),
         ("seq", pa.int64()),
+        ("full_url", pa.string()),
         ("resource_type", pa.string()),
         ("id", pa.string()),
         ("version_id", pa.string()),
@@ -110,7 +111,7 @@ resolved AS (
         ON bp.source_file = f.source_file AND bp.full_url = f.subject_ref
 )
 SELECT
-    source_file, position, seq, resource_type, id, version_id,
+    source_file, position, seq, full_url, resource_type, id, version_id,
     lpad(to_hex(hash(resource)), 16, '0') AS content_hash,
     subject_id, last_updated, resource,
     CASE

@@ -27,8 +27,9 @@ CREATE TABLE IF NOT EXISTS raw.fhir_resources (
     last_updated TIMESTAMPTZ,
     resource JSON NOT NULL USING COMPRESSION zstd,
     source_file VARCHAR NOT NULL,
+    full_url VARCHAR,  -- Bundle entry fullUrl: resolves urn:uuid references within source_file
     ingested_at TIMESTAMPTZ NOT NULL
-    -- (resource_type, id) is unique by construction of MERGE_SQL; no index, because maintaining
+    -- (resource_type, id) is unique by construction of ACTIONS_SQL; no index, because maintaining
     -- an ART index doubles the cost of landing a batch. tests/test_ingest.py checks uniqueness.
 );
 CREATE TABLE IF NOT EXISTS raw.fhir_quarantine (
@@ -57,32 +58,57 @@ STAGE_TABLE = "_fhir_stage"  # an Arrow view registered for one batch, never mat
 QUARANTINE_STAGE_TABLE = "_fhir_quarantine_stage"
 
 
-# Within one batch the same resource may appear twice (two files, two versions): keep the newest.
-MERGE_SQL = """
-MERGE INTO raw.fhir_resources t
-USING (
-    SELECT * FROM _fhir_stage
+# What to do with each staged resource: within one batch the same resource may appear twice (two
+# files, two versions), the newest wins; against the warehouse, new rows are inserted, changed
+# rows replace older ones, identical or older versions change nothing. Keys only: cheap.
+ACTIONS_SQL = """
+CREATE OR REPLACE TEMP TABLE _fhir_actions AS
+SELECT
+    s.resource_type, s.id, s.source_file, s.seq,
+    CASE
+        WHEN t.id IS NULL THEN 'insert'
+        WHEN t.content_hash <> s.content_hash
+            AND (s.last_updated IS NULL OR t.last_updated IS NULL
+                 OR s.last_updated >= t.last_updated) THEN 'update'
+        ELSE 'unchanged'
+    END AS action
+FROM (
+    SELECT resource_type, id, source_file, seq, content_hash, last_updated
+    FROM _fhir_stage
     WHERE error IS NULL
     QUALIFY row_number() OVER (
         PARTITION BY resource_type, id
         ORDER BY last_updated DESC NULLS LAST, source_file DESC, seq DESC
     ) = 1
 ) s
-ON t.resource_type = s.resource_type AND t.id = s.id
-WHEN MATCHED AND t.content_hash <> s.content_hash
-    AND (s.last_updated IS NULL OR t.last_updated IS NULL OR s.last_updated >= t.last_updated)
-    THEN UPDATE SET
-        version_id = s.version_id, content_hash = s.content_hash, subject_id = s.subject_id,
-        last_updated = s.last_updated, resource = s.resource, source_file = s.source_file,
-        ingested_at = $ingested_at
-WHEN NOT MATCHED THEN INSERT (
-    resource_type, id, version_id, content_hash, subject_id, last_updated, resource,
-    source_file, ingested_at
-) VALUES (
-    s.resource_type, s.id, s.version_id, s.content_hash, s.subject_id, s.last_updated,
-    s.resource, s.source_file, $ingested_at
+LEFT JOIN raw.fhir_resources t ON t.resource_type = s.resource_type AND t.id = s.id
+"""
+
+_COLUMNS = (
+    "s.resource_type, s.id, s.version_id, s.content_hash, s.subject_id, s.last_updated, "
+    "s.resource, s.source_file, s.full_url, $ingested_at"
 )
-RETURNING merge_action, resource_type
+
+# The common case, a first landing of every row, is a plain append (DuckDB writes it straight
+# to the database file); otherwise only the rows whose action says so are touched.
+INSERT_ALL_SQL = (
+    f"INSERT INTO raw.fhir_resources SELECT {_COLUMNS} FROM _fhir_stage s WHERE error IS NULL"
+)
+INSERT_NEW_SQL = f"""
+INSERT INTO raw.fhir_resources
+SELECT {_COLUMNS}
+FROM _fhir_stage s
+SEMI JOIN (SELECT source_file, seq FROM _fhir_actions WHERE action = 'insert') a
+    ON a.source_file = s.source_file AND a.seq = s.seq
+"""
+UPDATE_SQL = """
+UPDATE raw.fhir_resources t SET
+    version_id = s.version_id, content_hash = s.content_hash, subject_id = s.subject_id,
+    last_updated = s.last_updated, resource = s.resource, source_file = s.source_file,
+    full_url = s.full_url, ingested_at = $ingested_at
+FROM _fhir_stage s, _fhir_actions a
+WHERE a.action = 'update' AND a.source_file = s.source_file AND a.seq = s.seq
+    AND t.resource_type = a.resource_type AND t.id = a.id
 """
 
 
@@ -120,11 +146,17 @@ def merge_stage(con: duckdb.DuckDBPyConnection, ingested_at) -> BatchOutcome:
     ``_fhir_stage`` (classified rows, see :mod:`ehrmamba.fhir.classify`) is registered by the
     caller; the worker-level quarantine rows are already in ``_fhir_quarantine_stage``.
     """
-    actions = con.execute(MERGE_SQL, {"ingested_at": ingested_at}).fetchall()
+    con.execute(ACTIONS_SQL)
+    counts = con.execute(
+        "SELECT resource_type, action, count(*) FROM _fhir_actions GROUP BY ALL"
+    ).fetchall()
     inserted: Counter[str] = Counter()
     updated: Counter[str] = Counter()
-    for action, rtype in actions:
-        (inserted if action == "INSERT" else updated)[rtype] += 1
+    for rtype, action, n in counts:
+        if action == "insert":
+            inserted[rtype] += n
+        elif action == "update":
+            updated[rtype] += n
     accepted = Counter(
         dict(
             con.execute(
@@ -132,6 +164,13 @@ def merge_stage(con: duckdb.DuckDBPyConnection, ingested_at) -> BatchOutcome:
             ).fetchall()
         )
     )
+    params = {"ingested_at": ingested_at}
+    if inserted.total() == accepted.total():  # all new, no duplicates within the batch
+        con.execute(INSERT_ALL_SQL, params)
+    elif inserted:
+        con.execute(INSERT_NEW_SQL, params)
+    if updated:
+        con.execute(UPDATE_SQL, params)
     con.execute(
         f"""
         INSERT INTO {QUARANTINE_STAGE_TABLE}
