@@ -23,7 +23,8 @@ from ehrmamba import __version__
 
 EXPORT_COLUMNS = (
     "subject_id::BIGINT AS subject_id, time::TIMESTAMP AS time, code, "
-    "numeric_value::FLOAT AS numeric_value, text_value::VARCHAR AS text_value, unit::VARCHAR AS unit, "
+    "numeric_value::FLOAT AS numeric_value, text_value::VARCHAR AS text_value, "
+    "unit::VARCHAR AS unit, "
     "visit_id::VARCHAR AS visit_id, event_type::VARCHAR AS event_type"
 )
 LABEL_PREFIX = "labels__"
@@ -214,8 +215,11 @@ def import_meds(con: duckdb.DuckDBPyConnection, root: Path) -> dict[str, int]:
         CREATE OR REPLACE TABLE {IMPORT_TABLE} AS
         SELECT subject_id::BIGINT AS subject_id, CAST(subject_id AS VARCHAR) AS patient_id,
                time::TIMESTAMP AS time, code,
-               {"numeric_value::FLOAT AS numeric_value" if "numeric_value" in columns
-                else "NULL::FLOAT AS numeric_value"},
+               {
+            "numeric_value::FLOAT AS numeric_value"
+            if "numeric_value" in columns
+            else "NULL::FLOAT AS numeric_value"
+        },
                {optional("text_value")}, {optional("unit")}, {optional("visit_id")},
                {optional("event_type")}
         FROM read_parquet({files}, union_by_name = true)

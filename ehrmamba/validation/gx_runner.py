@@ -76,7 +76,7 @@ def run_suite(name: str, df: pd.DataFrame, expectations: list[tuple[str, Any]]) 
     """Validate ``df`` against named GX expectations (``[(name, gx.expectations.X(...)), ...]``)."""
     import great_expectations as gx
 
-    context, source = _context()
+    _, source = _context()
     asset_name = f"{name}_{id(df)}"
     asset = source.add_dataframe_asset(asset_name)
     try:
@@ -84,7 +84,6 @@ def run_suite(name: str, df: pd.DataFrame, expectations: list[tuple[str, Any]]) 
             batch_parameters={"dataframe": df}
         )
         suite = gx.ExpectationSuite(name=asset_name)
-        names: dict[str, str] = {}
         for label, expectation in expectations:
             expectation.meta = {**(expectation.meta or {}), "label": label}
             suite.add_expectation(expectation)
@@ -95,7 +94,7 @@ def run_suite(name: str, df: pd.DataFrame, expectations: list[tuple[str, Any]]) 
     for r in result.results:
         config = r.expectation_config
         details = r.result or {}
-        label = (config.meta or {}).get("label") or names.get(config.type, config.type)
+        label = (config.meta or {}).get("label") or config.type
         outcomes.append(
             ExpectationOutcome(
                 name=label,

@@ -56,8 +56,10 @@ def validate_events(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
         """
     ).df()
     expectations = [
-        ("code format", gx.expectations.ExpectColumnValuesToMatchRegex(
-            column="code", regex=CODE_PATTERN)),
+        (
+            "code format",
+            gx.expectations.ExpectColumnValuesToMatchRegex(column="code", regex=CODE_PATTERN),
+        ),
         ("time present", gx.expectations.ExpectColumnValuesToBeNull(column="code_without_time")),
         (
             f"no event before birth (tolerance {tol:g} d)",
@@ -86,8 +88,11 @@ def validate_events(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
                 (
                     f"{code} [{unit}] within {low:g}..{high:g}",
                     gx.expectations.ExpectColumnValuesToBeBetween(
-                        column="numeric_value", min_value=low, max_value=high,
-                        row_condition=condition, condition_parser="pandas",
+                        column="numeric_value",
+                        min_value=low,
+                        max_value=high,
+                        row_condition=condition,
+                        condition_parser="pandas",
                     ),
                 )
             )
@@ -127,8 +132,12 @@ def validate_splits(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
     ).df()
     n = max(len(df), 1)
     expectations: list = [
-        ("split names", gx.expectations.ExpectColumnValuesToBeInSet(
-            column="split", value_set=sorted(SPLIT_SHARES))),
+        (
+            "split names",
+            gx.expectations.ExpectColumnValuesToBeInSet(
+                column="split", value_set=sorted(SPLIT_SHARES)
+            ),
+        ),
     ]
     for split, share in SPLIT_SHARES.items():
         # four standard deviations of a binomial share, and never tighter than the tolerance
@@ -137,7 +146,8 @@ def validate_splits(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
             (
                 f"{split} share {share:.0%} ± {tol:.1%}",
                 gx.expectations.ExpectColumnMeanToBeBetween(
-                    column=f"is_{split}", min_value=max(0.0, share - tol),
+                    column=f"is_{split}",
+                    min_value=max(0.0, share - tol),
                     max_value=min(1.0, share + tol),
                 ),
             )
@@ -156,8 +166,10 @@ def validate_labels(
     ).df()
     expectations: list = [
         ("subject_id present", gx.expectations.ExpectColumnValuesToNotBeNull(column="subject_id")),
-        ("prediction_time present", gx.expectations.ExpectColumnValuesToNotBeNull(
-            column="prediction_time")),
+        (
+            "prediction_time present",
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="prediction_time"),
+        ),
         ("label present", gx.expectations.ExpectColumnValuesToNotBeNull(column="boolean_value")),
     ]
     if len(df) >= config.min_labels_for_prevalence:
@@ -165,7 +177,8 @@ def validate_labels(
             (
                 f"prevalence within {config.min_prevalence:g}..{config.max_prevalence:g}",
                 gx.expectations.ExpectColumnMeanToBeBetween(
-                    column="boolean_value", min_value=config.min_prevalence,
+                    column="boolean_value",
+                    min_value=config.min_prevalence,
                     max_value=config.max_prevalence,
                 ),
             )
