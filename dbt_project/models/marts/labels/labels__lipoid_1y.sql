@@ -1,0 +1,1 @@
+{{ condition_onset_labels('lipoid') }}

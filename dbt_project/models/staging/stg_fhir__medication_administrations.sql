@@ -1,0 +1,4 @@
+{{ stg_medication(
+    'MedicationAdministration', 'medication_administration_id',
+    ['$.effectiveDateTime', '$.effectivePeriod.start'], '$.effectivePeriod.end'
+) }}

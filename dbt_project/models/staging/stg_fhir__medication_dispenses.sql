@@ -1,0 +1,3 @@
+{{ stg_medication(
+    'MedicationDispense', 'medication_dispense_id', ['$.whenHandedOver', '$.whenPrepared']
+) }}

@@ -1,0 +1,1 @@
+{{ stg_medication('MedicationRequest', 'medication_request_id', ['$.authoredOn']) }}

@@ -1,0 +1,4 @@
+{{ stg_medication(
+    'MedicationStatement', 'medication_statement_id',
+    ['$.effectiveDateTime', '$.effectivePeriod.start', '$.dateAsserted']
+) }}

@@ -1,0 +1,84 @@
+"""Normalization stage: the dbt project (staging ▶ events ▶ labels) as Dagster assets.
+
+dbt tests become asset checks; ``dbt build`` skips what depends on a failed test, and a failed
+test fails the step, so nothing downstream in Dagster runs on data that failed.
+"""
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_duckdb import DuckDBResource
+
+from orchestration.dbt_project import DBT_PROJECT_DIR, ensure_manifest
+from orchestration.resources import PlatformSettings
+
+MANIFEST = ensure_manifest()
+
+
+def _group(props: Mapping[str, Any]) -> str:
+    schema = props.get("config", {}).get("schema") or props.get("schema")
+    name = props["name"]
+    if props["resource_type"] == "seed":
+        return "reference_data"
+    if name.startswith("labels__"):
+        return "labels"
+    if schema == "staging":
+        return "staging"
+    return "events"
+
+
+class PlatformDbtTranslator(DagsterDbtTranslator):
+    """Keys are ``[schema, model]`` (``marts/meds_events``); groups follow the stages."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
+            schema = (
+                dbt_resource_props.get("config", {}).get("schema") or dbt_resource_props["schema"]
+            )
+            return dg.AssetKey([schema, dbt_resource_props["name"]])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
+            return _group(dbt_resource_props)
+        return super().get_group_name(dbt_resource_props)
+
+
+TRANSLATOR = PlatformDbtTranslator()
+
+
+@dbt_assets(
+    manifest=MANIFEST,
+    dagster_dbt_translator=TRANSLATOR,
+    pool="duckdb_writer",
+)
+def dbt_models(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    duckdb: DuckDBResource,
+    platform: PlatformSettings,
+):
+    # dbt and the DuckDB resource must write the same file: the resource is the one truth
+    os.environ["EHRMAMBA_DUCKDB_PATH"] = str(duckdb.database)
+    settings = platform.settings()
+    dbt_vars = {"events_source": "meds" if settings.meds_source else "fhir"}
+    yield from dbt.cli(
+        ["build", "--vars", json.dumps(dbt_vars)],
+        context=context,
+        target_path=settings.home.resolve() / "dbt_runs" / context.run_id,
+    ).stream()
+
+
+def build_dbt_resource() -> DbtCliResource:
+    # the dbt of this interpreter's environment, whether or not the venv is on PATH
+    return DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR),
+        profiles_dir=str(DBT_PROJECT_DIR),
+        dbt_executable=str(Path(sys.executable).with_name("dbt")),
+    )
