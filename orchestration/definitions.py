@@ -10,27 +10,32 @@ from ehrmamba.settings import Settings
 from orchestration.assets import ingestion, meds, normalization, validation
 from orchestration.resources import build_resources
 
-settings = Settings.from_env()
-source_assets = (
-    [meds.meds_events_import] if settings.meds_source else [ingestion.raw_fhir_resources]
-)
-source_checks = [] if settings.meds_source else [ingestion.raw_fhir_resources_contract]
 
-main_job = dg.define_asset_job(
-    "ehrmamba_main",
-    selection=dg.AssetSelection.all(),
-    description="FHIR source to deployable model: every asset of the platform, in order.",
-    executor_def=dg.in_process_executor,  # one DuckDB writer at a time
-)
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """The graph for the current environment (a MEDS source replaces FHIR ingestion)."""
+    settings = settings or Settings.from_env()
+    if settings.meds_source:
+        source_assets, source_checks = [meds.meds_events_import], []
+    else:
+        source_assets = [ingestion.raw_fhir_resources]
+        source_checks = [ingestion.raw_fhir_resources_contract]
+    main_job = dg.define_asset_job(
+        "ehrmamba_main",
+        selection=dg.AssetSelection.all(),
+        description="FHIR source to deployable model: every asset of the platform, in order.",
+        executor_def=dg.in_process_executor,  # one DuckDB writer at a time
+    )
+    return dg.Definitions(
+        assets=[*source_assets, normalization.dbt_models, meds.meds_dataset],
+        asset_checks=[
+            *source_checks,
+            validation.meds_events_expectations,
+            validation.subject_splits_expectations,
+            *validation.label_checks,
+        ],
+        jobs=[main_job],
+        resources={**build_resources(settings), "dbt": normalization.build_dbt_resource()},
+    )
 
-defs = dg.Definitions(
-    assets=[*source_assets, normalization.dbt_models, meds.meds_dataset],
-    asset_checks=[
-        *source_checks,
-        validation.meds_events_expectations,
-        validation.subject_splits_expectations,
-        *validation.label_checks,
-    ],
-    jobs=[main_job],
-    resources={**build_resources(), "dbt": normalization.build_dbt_resource()},
-)
+
+defs = build_definitions()

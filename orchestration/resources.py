@@ -26,8 +26,8 @@ class PlatformSettings(ConfigurableResource):
         return settings
 
 
-def build_resources() -> dict[str, object]:
-    settings = Settings.from_env()
+def build_resources(settings: Settings | None = None) -> dict[str, object]:
+    settings = settings or Settings.from_env()
     settings.ensure_dirs()
     return {
         "platform": PlatformSettings(),

@@ -53,6 +53,12 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
 TRANSLATOR = PlatformDbtTranslator()
 
 
+class DbtBuildConfig(dg.Config):
+    """Launchpad-editable dbt vars (task thresholds, split shares), e.g. ``los_threshold_days``."""
+
+    vars: dict[str, str] = {}
+
+
 @dbt_assets(
     manifest=MANIFEST,
     dagster_dbt_translator=TRANSLATOR,
@@ -60,6 +66,7 @@ TRANSLATOR = PlatformDbtTranslator()
 )
 def dbt_models(
     context: dg.AssetExecutionContext,
+    config: DbtBuildConfig,
     dbt: DbtCliResource,
     duckdb: DuckDBResource,
     platform: PlatformSettings,
@@ -67,7 +74,7 @@ def dbt_models(
     # dbt and the DuckDB resource must write the same file: the resource is the one truth
     os.environ["EHRMAMBA_DUCKDB_PATH"] = str(duckdb.database)
     settings = platform.settings()
-    dbt_vars = {"events_source": "meds" if settings.meds_source else "fhir"}
+    dbt_vars = {**config.vars, "events_source": "meds" if settings.meds_source else "fhir"}
     yield from dbt.cli(
         ["build", "--vars", json.dumps(dbt_vars)],
         context=context,

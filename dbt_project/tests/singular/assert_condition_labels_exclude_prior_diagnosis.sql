@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'subjects'}}}) }}
 {#-
   Condition-onset labels never include a subject who already has the condition at prediction
   time, and a positive label always has its first diagnosis within the horizon after it.

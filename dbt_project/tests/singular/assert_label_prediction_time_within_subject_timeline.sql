@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'subjects'}}}) }}
 {#-
   No label's prediction_time is before the subject's first event, and none is at or after the
   subject's death (the model would predict for a dead patient, or from an empty history).

@@ -1,0 +1,232 @@
+"""The whole graph through Dagster: FHIR ▶ raw ▶ dbt ▶ blocking checks ▶ MEDS export.
+
+Real DuckDB files, a real ``dbt build``, real Great Expectations suites, in-process runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from ehrmamba.meds_io import import_meds
+from tests import fhir_builders as fb
+
+DBT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
+LABEL_TASKS = [
+    "fluid_electrolyte_1y",
+    "hypertension_1y",
+    "lipoid_1y",
+    "los_1w",
+    "mortality_1m",
+    "readmission_1m",
+]
+
+
+def _run(home: Path, source: Path, monkeypatch: pytest.MonkeyPatch, run_config=None):
+    monkeypatch.setenv("EHRMAMBA_HOME", str(home))
+    monkeypatch.setenv("EHRMAMBA_FHIR_SOURCE", str(source))
+    monkeypatch.delenv("EHRMAMBA_MEDS_SOURCE", raising=False)
+    from orchestration.definitions import build_definitions
+
+    job = build_definitions().resolve_job_def("ehrmamba_main")
+    return job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=run_config or {},
+        raise_on_error=False,
+    )
+
+
+def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def _materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, bulk_ndjson_10):
+    home = tmp_path_factory.mktemp("clean")
+    with pytest.MonkeyPatch.context() as mp:
+        result = _run(home, bulk_ndjson_10, mp)
+    return home, result
+
+
+def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> None:
+    home, result = clean_run
+    assert result.success
+    done = _materialized(result)
+    assert {"raw/fhir_resources", "marts/meds_events", "meds/dataset"} <= done
+    assert {f"marts/labels__{t}" for t in LABEL_TASKS} <= done
+    checks = _checks(result)
+    assert checks["meds_events_expectations"].passed
+    assert checks["subject_splits_expectations"].passed
+    # 13 patients: tasks without a positive label are reported as unsupported, not blocking
+    unsupported = checks["labels__mortality_1m_expectations"]
+    assert not unsupported.passed
+    assert unsupported.severity == dg.AssetCheckSeverity.WARN
+    assert "cannot support the task" in unsupported.description
+
+    meds_root = home / "meds"
+    assert sorted(p.name for p in (meds_root / "metadata").iterdir()) == [
+        "codes.parquet",
+        "dataset.json",
+        "subject_splits.parquet",
+    ]
+    data_files = sorted((meds_root / "data").glob("*.parquet"))
+    assert data_files, "no data shards"
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        events = con.execute("SELECT count(*) FROM marts.meds_events").fetchone()[0]
+        codes = con.execute("SELECT count(*) FROM marts.meds_codes").fetchone()[0]
+    assert sum(pq.read_metadata(p).num_rows for p in data_files) == events
+    assert pq.read_metadata(meds_root / "metadata" / "codes.parquet").num_rows == codes
+    assert json.loads((meds_root / "metadata" / "dataset.json").read_text())["etl_name"] == (
+        "ehrmamba-platform"
+    )
+    assert sorted(p.name for p in (meds_root / "labels").iterdir()) == LABEL_TASKS
+
+
+def test_meds_export_round_trips_through_import(clean_run, tmp_path: Path) -> None:
+    """Export, import into a fresh warehouse, rebuild from MEDS: same events, same labels."""
+    home, _ = clean_run
+    db = tmp_path / "from_meds.duckdb"
+    with duckdb.connect(str(db)) as con:
+        counts = import_meds(con, home / "meds")
+    assert counts["events"] > 0
+    env = {**os.environ, "EHRMAMBA_DUCKDB_PATH": str(db)}
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dbt")),
+            "build",
+            "--quiet",
+            "--project-dir",
+            str(DBT_DIR),
+            "--profiles-dir",
+            str(DBT_DIR),
+            "--target-path",
+            str(tmp_path / "target"),
+            "--vars",
+            '{"events_source": "meds"}',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    tables = ["meds_events", "subject_splits", *[f"labels__{t}" for t in LABEL_TASKS]]
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"ATTACH '{home / 'warehouse.duckdb'}' AS orig (READ_ONLY)")
+        for table in tables:
+            cols = "subject_id, time, code, numeric_value, text_value, unit, visit_id, event_type"
+            if table.startswith("labels__"):
+                cols = "subject_id, prediction_time, boolean_value"
+            elif table == "subject_splits":
+                cols = "subject_id, split"
+            only_orig, only_new, n = con.execute(
+                f"""
+                SELECT
+                    (SELECT count(*) FROM (SELECT {cols} FROM orig.marts.{table}
+                                           EXCEPT ALL SELECT {cols} FROM marts.{table})),
+                    (SELECT count(*) FROM (SELECT {cols} FROM marts.{table}
+                                           EXCEPT ALL SELECT {cols} FROM orig.marts.{table})),
+                    (SELECT count(*) FROM marts.{table})
+                """
+            ).fetchone()
+            assert (only_orig, only_new) == (0, 0), table
+            assert n > 0, table
+
+
+def _corrupted_cohort(root: Path) -> Path:
+    """40 plain patients, plus the three faults the blocking checks must catch."""
+    root.mkdir()
+    resources: list[dict] = []
+    for i in range(40):
+        pid = f"p{i:03d}"
+        resources += [
+            fb.patient(pid),
+            fb.encounter(f"e{i:03d}", f"Patient/{pid}"),
+            _creatinine(f"o{i:03d}", pid, 1.1, "2010-05-02T08:00:00Z"),
+        ]
+    # a lab value far outside what a body can hold
+    resources.append(_creatinine("bad-lab", "p001", 500.0, "2010-05-02T09:00:00Z"))
+    # an encounter a month after the patient's death
+    resources[resources.index(fb.patient("p002"))]["deceasedDateTime"] = "2011-01-01T00:00:00Z"
+    late = fb.encounter("e-late", "Patient/p002")
+    late["period"] = {"start": "2011-02-01T10:00:00Z", "end": "2011-02-01T11:00:00Z"}
+    resources.append(late)
+    fb.write_ndjson(root / "cohort.ndjson", resources)
+    return root
+
+
+def _creatinine(oid: str, pid: str, value: float, when: str) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "encounter": {"reference": f"Encounter/e{pid[1:]}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {
+            "value": value,
+            "unit": "mg/dL",
+            "system": "http://unitsofmeasure.org",
+            "code": "mg/dL",
+        },
+    }
+
+
+def test_corrupted_data_fails_the_right_blocking_checks_and_stops_downstream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _corrupted_cohort(tmp_path / "fhir")
+    # a bad split: only a fifth of the subjects in train instead of 80%
+    run_config = {"ops": {"dbt_models": {"config": {"vars": {"split_train_percent": "20"}}}}}
+    result = _run(tmp_path / "home", source, monkeypatch, run_config)
+
+    assert not result.success
+    checks = _checks(result)
+    events = checks["meds_events_expectations"]
+    assert not events.passed and events.severity == dg.AssetCheckSeverity.ERROR
+    failures = events.metadata["failures"].value
+    assert failures["LOINC/2160-0 [mg/dL] within 0.05..30"]["failing_rows"] == 1
+    assert failures["LOINC/2160-0 [mg/dL] within 0.05..30"]["rows_checked"] == 41
+    after_death = failures["no event after death (tolerance 7 d)"]
+    assert after_death["failing_rows"] == 2  # the visit start and end events
+    assert "VISIT/inpatient" in after_death["examples"]
+    assert set(failures) == {
+        "LOINC/2160-0 [mg/dL] within 0.05..30",
+        "no event after death (tolerance 7 d)",
+    }
+
+    splits = checks["subject_splits_expectations"]
+    assert not splits.passed
+    assert set(splits.metadata["failures"].value) == {
+        "train share 80% ± 25.3%",
+        "tuning share 10% ± 19.0%",
+        "held_out share 10% ± 19.0%",
+    } & set(splits.metadata["failures"].value)
+    assert "train share 80% ± 25.3%" in splits.metadata["failures"].value
+
+    # the blocking failures stopped the export: nothing downstream materialized
+    assert "marts/meds_events" in _materialized(result)
+    assert "meds/dataset" not in _materialized(result)
