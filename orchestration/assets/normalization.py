@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from orchestration.dbt_project import DBT_PROJECT_DIR, ensure_manifest
 from orchestration.resources import PlatformSettings
@@ -56,7 +57,7 @@ TRANSLATOR = PlatformDbtTranslator()
 class DbtBuildConfig(dg.Config):
     """Launchpad-editable dbt vars (task thresholds, split shares), e.g. ``los_threshold_days``."""
 
-    vars: dict[str, str] = {}
+    vars: dict[str, str] = Field(default_factory=dict)
 
 
 @dbt_assets(
