@@ -25,10 +25,15 @@ class ValidationConfig:
     events_table: str = "marts.meds_events"
     subjects_table: str = "marts.subjects"
     splits_table: str = "marts.subject_splits"
-    lab_ranges_table: str = "reference.lab_value_ranges"
+    lab_ranges_table: str = "reference.lab_value_ranges"  # the dbt seed of the same name
     # Post-mortem records are real: Synthea (like hospitals) files the death certification
     # encounter up to a few days after death. Beyond a week, an event after death is an error.
     time_tolerance_days: float = 7.0
+    # Real exports hold a few impossible rows (Synthea 2.4: 0.1% of events dated after death);
+    # the check blocks when more than this share of rows breaks a rule, i.e. when the problem
+    # is systematic rather than a stray record.
+    max_bad_time_share: float = 0.005
+    max_bad_lab_share: float = 0.01
     min_prevalence: float = 0.001
     max_prevalence: float = 0.6
     min_labels_for_prevalence: int = 50
@@ -65,11 +70,15 @@ def validate_events(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
         ("time present", gx.expectations.ExpectColumnValuesToBeNull(column="code_without_time")),
         (
             f"no event before birth (tolerance {tol:g} d)",
-            gx.expectations.ExpectColumnValuesToBeNull(column="code_before_birth"),
+            gx.expectations.ExpectColumnValuesToBeNull(
+                column="code_before_birth", mostly=1 - config.max_bad_time_share
+            ),
         ),
         (
             f"no event after death (tolerance {tol:g} d)",
-            gx.expectations.ExpectColumnValuesToBeNull(column="code_after_death"),
+            gx.expectations.ExpectColumnValuesToBeNull(
+                column="code_after_death", mostly=1 - config.max_bad_time_share
+            ),
         ),
     ]
     outcome = run_suite("meds_events", df, expectations)
@@ -95,6 +104,7 @@ def validate_events(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
                         max_value=high,
                         row_condition=condition,
                         condition_parser="pandas",
+                        mostly=1 - config.max_bad_lab_share,
                     ),
                 )
             )
@@ -106,7 +116,8 @@ def validate_events(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
 def _lab_ranges(con, config: ValidationConfig) -> list[tuple[str, str, float, float]]:
     try:
         rows = con.execute(
-            f"SELECT code, unit, min_value, max_value FROM {config.lab_ranges_table} ORDER BY 1, 2"
+            f"SELECT code, unit, min_value, max_value FROM {config.lab_ranges_table} "
+            "WHERE coalesce(enforce, true) ORDER BY 1, 2"
         ).fetchall()
     except duckdb.CatalogException:
         return []
