@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,11 @@ from pathlib import Path
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 DBT_TARGET_DIR = DBT_PROJECT_DIR / "target"
-MANIFEST_PATH = DBT_TARGET_DIR / "manifest.json"
+EVENT_SOURCES = ("fhir", "meds")
+
+
+def manifest_path(events_source: str = "fhir") -> Path:
+    return DBT_TARGET_DIR / events_source / "manifest.json"
 
 
 def _newest_source_mtime() -> float:
@@ -23,14 +28,19 @@ def _newest_source_mtime() -> float:
     return newest
 
 
-def ensure_manifest() -> Path:
+def ensure_manifest(events_source: str = "fhir") -> Path:
     """Run ``dbt parse`` when the manifest is missing or older than any project file.
 
     Dagster builds the asset graph from the manifest at import time; a fresh clone has none and
-    an edited model makes it stale, so both are fixed here instead of by a manual step.
+    an edited model makes it stale, so both are fixed here instead of by a manual step. Each
+    events source has its own manifest: with MEDS input the FHIR staging models do not exist.
     """
-    if MANIFEST_PATH.exists() and MANIFEST_PATH.stat().st_mtime >= _newest_source_mtime():
-        return MANIFEST_PATH
+    if events_source not in EVENT_SOURCES:
+        raise ValueError(f"events_source must be one of {EVENT_SOURCES}, not {events_source!r}")
+    target = DBT_TARGET_DIR / events_source
+    path = manifest_path(events_source)
+    if path.exists() and path.stat().st_mtime >= _newest_source_mtime():
+        return path
     env = dict(os.environ)
     # parsing never connects, but the profile must render: give it a harmless path
     env.setdefault("EHRMAMBA_DUCKDB_PATH", str(DBT_TARGET_DIR / "parse.duckdb"))
@@ -45,7 +55,9 @@ def ensure_manifest() -> Path:
             "--profiles-dir",
             str(DBT_PROJECT_DIR),
             "--target-path",
-            str(DBT_TARGET_DIR),
+            str(target),
+            "--vars",
+            json.dumps({"events_source": events_source}),
         ],
         env=env,
         capture_output=True,
@@ -54,4 +66,4 @@ def ensure_manifest() -> Path:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"dbt parse failed:\n{proc.stdout}\n{proc.stderr}")
-    return MANIFEST_PATH
+    return path

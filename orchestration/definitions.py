@@ -14,6 +14,7 @@ from orchestration.resources import build_resources
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """The graph for the current environment (a MEDS source replaces FHIR ingestion)."""
     settings = settings or Settings.from_env()
+    events_source = "meds" if settings.meds_source else "fhir"
     if settings.meds_source:
         source_assets, source_checks = [meds.meds_events_import], []
     else:
@@ -26,12 +27,16 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         executor_def=dg.in_process_executor,  # one DuckDB writer at a time
     )
     return dg.Definitions(
-        assets=[*source_assets, normalization.dbt_models, meds.meds_dataset],
+        assets=[
+            *source_assets,
+            normalization.build_dbt_assets(events_source),
+            meds.build_meds_dataset(events_source),
+        ],
         asset_checks=[
             *source_checks,
             validation.meds_events_expectations,
             validation.subject_splits_expectations,
-            *validation.label_checks,
+            *validation.build_label_checks(events_source),
         ],
         jobs=[main_job],
         resources={**build_resources(settings), "dbt": normalization.build_dbt_resource()},

@@ -230,3 +230,38 @@ def test_corrupted_data_fails_the_right_blocking_checks_and_stops_downstream(
     # the blocking failures stopped the export: nothing downstream materialized
     assert "marts/meds_events" in _materialized(result)
     assert "meds/dataset" not in _materialized(result)
+
+
+def test_a_meds_dataset_can_replace_fhir_as_the_source(
+    clean_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EHRMAMBA_MEDS_SOURCE swaps FHIR ingestion for a MEDS import; the rest of the graph holds."""
+    home, _ = clean_run
+    meds_copy = tmp_path / "meds-input"
+    import shutil
+
+    shutil.copytree(home / "meds", meds_copy)
+    new_home = tmp_path / "home"
+    monkeypatch.setenv("EHRMAMBA_HOME", str(new_home))
+    monkeypatch.setenv("EHRMAMBA_MEDS_SOURCE", str(meds_copy))
+    monkeypatch.delenv("EHRMAMBA_FHIR_SOURCE", raising=False)
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions()
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert "raw/meds_events_import" in keys
+    assert "raw/fhir_resources" not in keys
+    assert not any(k.startswith("staging/") for k in keys)
+    result = defs.resolve_job_def("ehrmamba_main").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert result.success
+    with duckdb.connect(str(new_home / "warehouse.duckdb"), read_only=True) as con:
+        con.execute(f"ATTACH '{home / 'warehouse.duckdb'}' AS orig (READ_ONLY)")
+        same = con.execute(
+            "SELECT (SELECT count(*) FROM marts.meds_events) = "
+            "(SELECT count(*) FROM orig.marts.meds_events), "
+            "(SELECT count(*) FROM (SELECT * FROM orig.marts.labels__readmission_1m "
+            "EXCEPT ALL SELECT * FROM marts.labels__readmission_1m))"
+        ).fetchone()
+    assert same == (True, 0)

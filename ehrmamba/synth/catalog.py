@@ -239,7 +239,6 @@ PROCEDURES: dict[str, str] = {
     "367336001": "Chemotherapy (procedure)",
     "385798007": "Radiation therapy care (regime/therapy)",
     "392021009": "Lumpectomy of breast (procedure)",
-    "76601001": "Intramuscular injection (procedure)",
     "5880005": "Physical examination procedure (procedure)",
 }
 
@@ -325,7 +324,6 @@ MEDICATIONS: dict[str, str] = {
     "40790": "pantoprazole",
     "4278": "famotidine",
     "82003": "docusate",
-    "6218": "lactulose",
     # inpatient, renal, electrolytes
     "5224": "heparin",
     "67108": "enoxaparin",
@@ -469,7 +467,9 @@ MEASURES: dict[str, Measure] = {
     "triglycerides": _lab(
         "2571-8", "Triglyceride [Mass/volume] in Serum or Plasma", "mg/dL", 30, 1200, 0
     ),
-    "hdl": _lab("2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma", "mg/dL", 15, 110, 0),
+    "hdl": _lab(
+        "2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma", "mg/dL", 15, 110, 0
+    ),
     "ldl": _lab(
         "18262-6",
         "Cholesterol in LDL [Mass/volume] in Serum or Plasma by Direct assay",
@@ -511,7 +511,9 @@ MEASURES: dict[str, Measure] = {
     # other chemistry
     "a1c": _lab("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.0, 15.0, 1),
     "lactate": _lab("2524-7", "Lactate [Moles/volume] in Serum or Plasma", "mmol/L", 0.4, 15, 1),
-    "crp": _lab("1988-5", "C reactive protein [Mass/volume] in Serum or Plasma", "mg/L", 0.2, 350, 1),
+    "crp": _lab(
+        "1988-5", "C reactive protein [Mass/volume] in Serum or Plasma", "mg/L", 0.2, 350, 1
+    ),
     "procalcitonin": _lab(
         "33959-8", "Procalcitonin [Mass/volume] in Serum or Plasma", "ng/mL", 0.02, 100, 2
     ),
@@ -523,14 +525,12 @@ MEASURES: dict[str, Measure] = {
     ),
     "inr": _lab("6301-6", "INR in Platelet poor plasma by Coagulation assay", "{INR}", 0.8, 8, 1),
     "pt": _lab("5902-2", "Prothrombin time (PT)", "s", 9, 80, 1),
-    "tsh": _lab(
-        "3016-3", "Thyrotropin [Units/volume] in Serum or Plasma", "m[IU]/L", 0.01, 100, 2
+    "tsh": _lab("3016-3", "Thyrotropin [Units/volume] in Serum or Plasma", "m[IU]/L", 0.01, 100, 2),
+    "magnesium": _lab(
+        "19123-9", "Magnesium [Mass/volume] in Serum or Plasma", "mg/dL", 0.8, 4.5, 1
     ),
-    "magnesium": _lab("19123-9", "Magnesium [Mass/volume] in Serum or Plasma", "mg/dL", 0.8, 4.5, 1),
     "ferritin": _lab("2276-4", "Ferritin [Mass/volume] in Serum or Plasma", "ng/mL", 3, 3000, 0),
-    "uacr": _lab(
-        "14959-1", "Microalbumin/Creatinine [Mass Ratio] in Urine", "mg/g", 1, 3000, 0
-    ),
+    "uacr": _lab("14959-1", "Microalbumin/Creatinine [Mass Ratio] in Urine", "mg/g", 1, 3000, 0),
     # vital signs
     "height": _vital("8302-2", "Body height", "cm", 40, 215, 1),
     "weight": _vital("29463-7", "Body weight", "kg", 1.8, 250, 1),
@@ -543,8 +543,13 @@ MEASURES: dict[str, Measure] = {
         "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 70, 100, 0
     ),
     "pain": Measure(
-        "72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported", "{score}",
-        0, 10, 0, "survey",
+        "72514-3",
+        "Pain severity - 0-10 verbal numeric rating [Score] - Reported",
+        "{score}",
+        0,
+        10,
+        0,
+        "survey",
     ),
     # the blood pressure panel carries its values in components, never at the top level
     "bp": _vital("85354-9", "Blood pressure panel with all children optional", "mm[Hg]", 0, 0, 0),
@@ -586,7 +591,7 @@ ACUTE_PROBLEMS: tuple[tuple[str, float, float, tuple[str, ...], tuple[str, ...],
     ("422587007", 5, 120, ("26225",), (), 3),
     ("283371005", 3, 90, (), ("288086009",), 14),
     ("24079001", 0, 40, ("5492",), (), 30),
-    ("128045006", 10, 120, ("2231",), (), 14),
+    ("128045006", 10, 120, ("2231", "3640"), (), 14),
     ("840539006", 0, 120, ("313782",), (), 14),
     ("370247008", 1, 90, (), ("288086009",), 10),
     ("75498004", 10, 120, ("308182",), (), 14),
@@ -614,7 +619,7 @@ ACUTE_PROBLEMS: tuple[tuple[str, float, float, tuple[str, ...], tuple[str, ...],
 # --------------------------------------------------------------------------------------------
 ED_PROBLEMS: tuple[tuple[str, float, tuple[str, ...], tuple[str, ...]], ...] = (
     ("21522001", 5, ("26225",), ("77477000",)),
-    ("29857009", 25, ("243670",), ("29303009", "399208008")),
+    ("29857009", 25, ("243670", "4917"), ("29303009", "399208008")),
     ("283371005", 2, (), ("288086009",)),
     ("44465007", 8, ("5640",), ("363680008",)),
     ("25064002", 10, ("313782",), ("77477000",)),
@@ -652,7 +657,7 @@ ADMISSION_REASONS: dict[str, tuple[float, float, bool, tuple[str, ...], tuple[st
     "74400008": (0.0, -0.3, True, ("2193", "6922"), ("80146002",)),
     "76581006": (0.1, -0.1, True, ("8339",), ("45595009",)),
     "239873007": (-0.3, -0.2, False, ("7804", "67108"), ("609588000",)),  # elective knee
-    "65710008": (1.4, 0.4, False, ("6902",), ("40617009", "305351004")),
+    "65710008": (1.4, 0.4, False, ("6902", "82122"), ("40617009", "305351004")),
 }
 
 #: Reasons for which the stay is an observation stay (usually shorter than 24 h).
@@ -660,12 +665,12 @@ OBSERVATION_REASONS: frozenset[str] = frozenset({"29857009", "271594007"})
 
 #: Long-term medications for each chronic condition key used by the simulation.
 CHRONIC_MEDICATIONS: dict[str, tuple[str, ...]] = {
-    "htn": ("314076", "197361", "310798", "52175", "6918", "1202", "35296"),
-    "lipid": ("83367", "36567", "301542", "42463"),
+    "htn": ("314076", "197361", "310798", "52175", "6918", "1202", "35296", "5470"),
+    "lipid": ("83367", "36567", "301542", "42463", "341248"),
     "hypertriglyceridemia": ("8703", "4719"),
-    "diabetes": ("860975", "4821", "593411", "1545653", "274783"),
+    "diabetes": ("860975", "4821", "593411", "1545653", "274783", "1991302"),
     "hf": ("4603", "200031", "9997"),
-    "afib": ("1364430", "11289", "6918", "3443"),
+    "afib": ("1364430", "11289", "6918", "3443", "1114195", "3407", "703"),
     "cad": ("243670", "32968", "83367"),
     "copd": ("69120", "435", "41126"),
     "asthma": ("435", "41126", "88249", "19831"),
@@ -677,6 +682,7 @@ CHRONIC_MEDICATIONS: dict[str, tuple[str, ...]] = {
     "osteoarthritis": ("41493", "10689", "5640"),
     "osteoporosis": ("46041",),
     "gout": ("519",),
+    "ra": ("8640",),
     "dementia": ("135447",),
     "epilepsy": ("25480",),
     "allergic_rhinitis": ("28889", "20610"),

@@ -4,42 +4,47 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from ehrmamba.meds_io import export_meds, import_meds
-from orchestration.assets.validation import EVENTS, SPLITS, _label_models
+from orchestration.assets.validation import EVENTS, SPLITS, label_models
 from orchestration.resources import PlatformSettings
 
 MEDS_IMPORT = dg.AssetKey(["raw", "meds_events_import"])
 
 
-@dg.asset(
-    key=["meds", "dataset"],
-    group_name="events",
-    kinds={"parquet"},
-    deps=[EVENTS, SPLITS, dg.AssetKey(["marts", "meds_codes"])]
-    + [dg.AssetKey(["marts", m]) for m in _label_models()],
-    description="The event store and task labels as a MEDS dataset directory "
-    "(data/*.parquet, metadata/, labels/<task>/), validated against the meds schemas.",
-)
-def meds_dataset(
-    context: dg.AssetExecutionContext, duckdb: DuckDBResource, platform: PlatformSettings
-) -> dg.MaterializeResult:
-    settings = platform.settings()
-    out = settings.home / "meds"
-    with duckdb.get_connection() as con:
-        summary = export_meds(con, out, dataset_name="ehrmamba", dataset_version=context.run_id)
-    context.log.info(
-        f"MEDS dataset at {out}: {summary.events:,} events, {summary.subjects:,} subjects, "
-        f"{len(summary.shards)} shards"
+def build_meds_dataset(events_source: str = "fhir") -> dg.AssetsDefinition:
+    """The MEDS export, downstream of the event store and every task's labels."""
+
+    @dg.asset(
+        key=["meds", "dataset"],
+        group_name="events",
+        kinds={"parquet"},
+        deps=[EVENTS, SPLITS, dg.AssetKey(["marts", "meds_codes"])]
+        + [dg.AssetKey(["marts", m]) for m in label_models(events_source)],
+        description="The event store and task labels as a MEDS dataset directory "
+        "(data/*.parquet, metadata/, labels/<task>/), validated against the meds schemas.",
     )
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(out.resolve())),
-            "events": summary.events,
-            "subjects": summary.subjects,
-            "codes": summary.codes,
-            "shards": len(summary.shards),
-            "labels": dg.MetadataValue.json(summary.labels),
-        }
-    )
+    def meds_dataset(
+        context: dg.AssetExecutionContext, duckdb: DuckDBResource, platform: PlatformSettings
+    ) -> dg.MaterializeResult:
+        settings = platform.settings()
+        out = settings.home / "meds"
+        with duckdb.get_connection() as con:
+            summary = export_meds(con, out, dataset_name="ehrmamba", dataset_version=context.run_id)
+        context.log.info(
+            f"MEDS dataset at {out}: {summary.events:,} events, {summary.subjects:,} subjects, "
+            f"{len(summary.shards)} shards"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(out.resolve())),
+                "events": summary.events,
+                "subjects": summary.subjects,
+                "codes": summary.codes,
+                "shards": len(summary.shards),
+                "labels": dg.MetadataValue.json(summary.labels),
+            }
+        )
+
+    return meds_dataset
 
 
 @dg.asset(

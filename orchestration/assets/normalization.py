@@ -19,8 +19,6 @@ from pydantic import Field
 from orchestration.dbt_project import DBT_PROJECT_DIR, ensure_manifest
 from orchestration.resources import PlatformSettings
 
-MANIFEST = ensure_manifest()
-
 
 def _group(props: Mapping[str, Any]) -> str:
     schema = props.get("config", {}).get("schema") or props.get("schema")
@@ -60,27 +58,32 @@ class DbtBuildConfig(dg.Config):
     vars: dict[str, str] = Field(default_factory=dict)
 
 
-@dbt_assets(
-    manifest=MANIFEST,
-    dagster_dbt_translator=TRANSLATOR,
-    pool="duckdb_writer",
-)
-def dbt_models(
-    context: dg.AssetExecutionContext,
-    config: DbtBuildConfig,
-    dbt: DbtCliResource,
-    duckdb: DuckDBResource,
-    platform: PlatformSettings,
-):
-    # dbt and the DuckDB resource must write the same file: the resource is the one truth
-    os.environ["EHRMAMBA_DUCKDB_PATH"] = str(duckdb.database)
-    settings = platform.settings()
-    dbt_vars = {**config.vars, "events_source": "meds" if settings.meds_source else "fhir"}
-    yield from dbt.cli(
-        ["build", "--vars", json.dumps(dbt_vars)],
-        context=context,
-        target_path=settings.home.resolve() / "dbt_runs" / context.run_id,
-    ).stream()
+def build_dbt_assets(events_source: str = "fhir") -> dg.AssetsDefinition:
+    """The dbt models, tests and seeds of one events source as one Dagster multi-asset."""
+
+    @dbt_assets(
+        manifest=ensure_manifest(events_source),
+        dagster_dbt_translator=TRANSLATOR,
+        pool="duckdb_writer",
+    )
+    def dbt_models(
+        context: dg.AssetExecutionContext,
+        config: DbtBuildConfig,
+        dbt: DbtCliResource,
+        duckdb: DuckDBResource,
+        platform: PlatformSettings,
+    ):
+        # dbt and the DuckDB resource must write the same file: the resource is the one truth
+        os.environ["EHRMAMBA_DUCKDB_PATH"] = str(duckdb.database)
+        settings = platform.settings()
+        dbt_vars = {**config.vars, "events_source": events_source}
+        yield from dbt.cli(
+            ["build", "--vars", json.dumps(dbt_vars)],
+            context=context,
+            target_path=settings.home.resolve() / "dbt_runs" / context.run_id,
+        ).stream()
+
+    return dbt_models
 
 
 def build_dbt_resource() -> DbtCliResource:

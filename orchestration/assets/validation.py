@@ -18,7 +18,7 @@ from ehrmamba.validation import (
     validate_labels,
 )
 from ehrmamba.validation import validate_splits as run_split_suite
-from orchestration.dbt_project import MANIFEST_PATH, ensure_manifest
+from orchestration.dbt_project import ensure_manifest
 
 EVENTS = dg.AssetKey(["marts", "meds_events"])
 SUBJECTS = dg.AssetKey(["marts", "subjects"])
@@ -71,14 +71,18 @@ def subject_splits_expectations(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         return _result(run_split_suite(con, ValidationConfig()))
 
 
-def _label_models() -> list[str]:
+def label_models(events_source: str = "fhir") -> list[str]:
     """Task label models, read from the dbt manifest: tasks are defined once, in dbt."""
-    manifest = json.loads(ensure_manifest().read_text())
+    manifest = json.loads(ensure_manifest(events_source).read_text())
     return sorted(
         node["name"]
         for node in manifest["nodes"].values()
         if node["resource_type"] == "model" and node["name"].startswith("labels__")
     )
+
+
+def build_label_checks(events_source: str = "fhir") -> list[dg.AssetChecksDefinition]:
+    return [_label_check(m) for m in label_models(events_source)]
 
 
 def _label_check(model: str) -> dg.AssetChecksDefinition:
@@ -110,12 +114,3 @@ def _label_check(model: str) -> dg.AssetChecksDefinition:
         )
 
     return _check
-
-
-label_checks = [_label_check(m) for m in _label_models()]
-__all__ = [
-    "MANIFEST_PATH",
-    "label_checks",
-    "meds_events_expectations",
-    "subject_splits_expectations",
-]
