@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ehrmamba.settings import Settings
 
-_MARKER = "_COHORT.json"
+_MARKER = ".cohort.json"  # hidden: FHIR discovery skips dot files, so it is never ingested
 
 
 def resolve_fhir_source(settings: Settings, progress: bool = False) -> Path:
