@@ -249,3 +249,20 @@ def test_subject_references_resolve_in_every_form(tmp_path: Path) -> None:
 def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ingest(tmp_path / "nowhere", tmp_path / "w.duckdb")
+
+
+@pytest.mark.parametrize("fmt", ["bundle", "ndjson"])
+def test_synthetic_cohort_lands_without_quarantine(fmt: str, tmp_path: Path) -> None:
+    from ehrmamba.synth import write_cohort
+
+    summary = write_cohort(tmp_path / "cohort", 25, seed=7, fmt=fmt)
+    db = tmp_path / "w.duckdb"
+    report = ingest(tmp_path / "cohort", db)
+    assert report.balanced
+    assert report.quarantined == 0 and report.skipped == 0
+    assert _table_counts(db) == summary.resource_counts
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert (
+            con.execute("SELECT count(DISTINCT subject_id) FROM raw.fhir_resources").fetchone()[0]
+            == 25
+        )

@@ -32,7 +32,7 @@ def raw_fhir_resources(
     duckdb: DuckDBResource,
 ) -> dg.MaterializeResult:
     settings = platform.settings()
-    source = resolve_fhir_source(settings)
+    source = resolve_fhir_source(settings, progress=True)
     context.log.info(f"ingesting FHIR from {source}")
     last_log = [0.0]
 
