@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +18,6 @@ from pathlib import Path
 import duckdb
 
 ROOT = Path(__file__).resolve().parents[1]
-DBT_DIR = ROOT / "dbt_project"
 
 
 def main() -> None:
@@ -37,6 +34,7 @@ def main() -> None:
         validate_labels,
         validate_splits,
     )
+    from orchestration.dbt_project import run_dbt
 
     with tempfile.TemporaryDirectory(prefix="bench-normalize-") as tmp:
         db = Path(tmp) / "warehouse.duckdb"
@@ -44,24 +42,8 @@ def main() -> None:
         report = ingest(args.data, db)
         t_ingest = time.perf_counter() - start
 
-        env = {**os.environ, "EHRMAMBA_DUCKDB_PATH": str(db)}
         start = time.perf_counter()
-        proc = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("dbt")),
-                "build",
-                "--quiet",
-                "--project-dir",
-                str(DBT_DIR),
-                "--profiles-dir",
-                str(DBT_DIR),
-                "--target-path",
-                str(Path(tmp) / "target"),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        proc = run_dbt(["build", "--quiet"], duckdb_path=db, target_path=Path(tmp) / "target")
         t_dbt = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"dbt build failed:\n{proc.stdout[-4000:]}")

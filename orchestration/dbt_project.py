@@ -41,29 +41,45 @@ def ensure_manifest(events_source: str = "fhir") -> Path:
     path = manifest_path(events_source)
     if path.exists() and path.stat().st_mtime >= _newest_source_mtime():
         return path
-    env = dict(os.environ)
     # parsing never connects, but the profile must render: give it a harmless path
-    env.setdefault("EHRMAMBA_DUCKDB_PATH", str(DBT_TARGET_DIR / "parse.duckdb"))
-    dbt = Path(sys.executable).with_name("dbt")
-    proc = subprocess.run(
-        [
-            str(dbt),
-            "parse",
-            "--quiet",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target),
-            "--vars",
-            json.dumps({"events_source": events_source}),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=DBT_PROJECT_DIR,
+    proc = run_dbt(
+        ["parse", "--quiet"],
+        duckdb_path=Path(os.environ.get("EHRMAMBA_DUCKDB_PATH") or DBT_TARGET_DIR / "parse.duckdb"),
+        target_path=target,
+        dbt_vars={"events_source": events_source},
     )
     if proc.returncode != 0:
         raise RuntimeError(f"dbt parse failed:\n{proc.stdout}\n{proc.stderr}")
     return path
+
+
+def run_dbt(
+    args: list[str],
+    *,
+    duckdb_path: Path,
+    target_path: Path,
+    dbt_vars: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run this project's dbt (of this interpreter's environment) against one DuckDB file.
+
+    For scripts and tests; Dagster runs dbt through ``DbtCliResource`` with the same profile.
+    """
+    command = [
+        str(Path(sys.executable).with_name("dbt")),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target_path),
+    ]
+    if dbt_vars:
+        command += ["--vars", json.dumps(dbt_vars)]
+    return subprocess.run(
+        command,
+        env={**os.environ, "EHRMAMBA_DUCKDB_PATH": str(duckdb_path)},
+        capture_output=True,
+        text=True,
+        cwd=DBT_PROJECT_DIR,
+    )

@@ -6,9 +6,6 @@ Real DuckDB files, a real ``dbt build``, real Great Expectations suites, in-proc
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -17,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ehrmamba.meds_io import import_meds
+from orchestration.dbt_project import run_dbt
 from tests import fhir_builders as fb
 
-DBT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 LABEL_TASKS = [
     "fluid_electrolyte_1y",
     "hypertension_1y",
@@ -101,25 +98,11 @@ def test_meds_export_round_trips_through_import(clean_run, tmp_path: Path) -> No
     with duckdb.connect(str(db)) as con:
         counts = import_meds(con, home / "meds")
     assert counts["events"] > 0
-    env = {**os.environ, "EHRMAMBA_DUCKDB_PATH": str(db)}
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("dbt")),
-            "build",
-            "--quiet",
-            "--project-dir",
-            str(DBT_DIR),
-            "--profiles-dir",
-            str(DBT_DIR),
-            "--target-path",
-            str(tmp_path / "target"),
-            "--vars",
-            '{"events_source": "meds"}',
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_dbt(
+        ["build", "--quiet"],
+        duckdb_path=db,
+        target_path=tmp_path / "target",
+        dbt_vars={"events_source": "meds"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     tables = ["meds_events", "subject_splits", *[f"labels__{t}" for t in LABEL_TASKS]]
