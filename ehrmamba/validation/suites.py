@@ -14,7 +14,7 @@ import duckdb
 
 from ehrmamba.validation.gx_runner import SuiteOutcome, run_suite
 
-CODE_PATTERN = r"^([A-Z0-9_]+/.+|MEDS_BIRTH|MEDS_DEATH)$"
+CODE_PATTERN = r"^(?:[A-Z0-9_]+/.+|MEDS_BIRTH|MEDS_DEATH)$"
 SPLIT_SHARES = {"train": 0.8, "tuning": 0.1, "held_out": 0.1}
 
 
@@ -93,8 +93,10 @@ def validate_events(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
             """
         ).df()
         lab_expectations = []
+        from great_expectations.expectations.row_conditions import Column
+
         for code, unit, low, high in ranges:
-            condition = f'code=="{code}" and unit=="{unit}"'
+            condition = (Column("code") == code) & (Column("unit") == unit)
             lab_expectations.append(
                 (
                     f"{code} [{unit}] within {low:g}..{high:g}",
@@ -103,7 +105,6 @@ def validate_events(con: duckdb.DuckDBPyConnection, config: ValidationConfig) ->
                         min_value=low,
                         max_value=high,
                         row_condition=condition,
-                        condition_parser="pandas",
                         mostly=1 - config.max_bad_lab_share,
                     ),
                 )

@@ -80,7 +80,7 @@ def build_dbt_assets(events_source: str = "fhir") -> dg.AssetsDefinition:
         yield from dbt.cli(
             ["build", "--vars", json.dumps(dbt_vars)],
             context=context,
-            target_path=settings.home.resolve() / "dbt_runs" / context.run_id,
+            target_path=settings.home.resolve() / "dbt_runs" / context.run.run_id,
         ).stream()
 
     return dbt_models
