@@ -32,7 +32,8 @@ def con() -> duckdb.DuckDBPyConnection:
             (2, TIMESTAMP '2001-01-01', 'LOINC/2160-0', 1.0::FLOAT, 'umol/L'))
             v(subject_id, time, code, numeric_value, unit);
         CREATE TABLE reference.lab_value_ranges AS SELECT * FROM (VALUES
-            ('LOINC/2160-0', 'mg/dL', 0.05, 30.0, true)) v(code, unit, min_value, max_value, enforce);
+            ('LOINC/2160-0', 'mg/dL', 0.05, 30.0, true))
+            v(code, unit, min_value, max_value, enforce);
         CREATE TABLE marts.subject_splits AS SELECT range AS subject_id,
             CASE WHEN range % 10 < 8 THEN 'train' WHEN range % 10 = 8 THEN 'tuning'
                  ELSE 'held_out' END AS split FROM range(1000);

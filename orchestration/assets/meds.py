@@ -28,7 +28,9 @@ def build_meds_dataset(events_source: str = "fhir") -> dg.AssetsDefinition:
         settings = platform.settings()
         out = settings.home / "meds"
         with duckdb.get_connection() as con:
-            summary = export_meds(con, out, dataset_name="ehrmamba", dataset_version=context.run.run_id)
+            summary = export_meds(
+                con, out, dataset_name="ehrmamba", dataset_version=context.run.run_id
+            )
         context.log.info(
             f"MEDS dataset at {out}: {summary.events:,} events, {summary.subjects:,} subjects, "
             f"{len(summary.shards)} shards"
