@@ -1,0 +1,40 @@
+"""Tokenization: vocabulary (fitted on train), patient sequences, label inputs, torch reader."""
+
+from ehrmamba.tokenize.dataset import SequenceDataset, collate_sequences
+from ehrmamba.tokenize.sequences import (
+    FEATURES,
+    SubjectLayout,
+    encode_events,
+    tokenize_events,
+    write_label_sequences,
+    write_pretraining_sequences,
+)
+from ehrmamba.tokenize.vocab import (
+    DEFAULT_TASK_TOKENS,
+    GAP_TOKENS,
+    SPECIAL_TOKENS,
+    TokenizerConfig,
+    TokenType,
+    Vocabulary,
+    fit_vocabulary,
+    gap_token,
+)
+
+__all__ = [
+    "DEFAULT_TASK_TOKENS",
+    "FEATURES",
+    "GAP_TOKENS",
+    "SPECIAL_TOKENS",
+    "SequenceDataset",
+    "SubjectLayout",
+    "TokenType",
+    "TokenizerConfig",
+    "Vocabulary",
+    "collate_sequences",
+    "encode_events",
+    "fit_vocabulary",
+    "gap_token",
+    "tokenize_events",
+    "write_label_sequences",
+    "write_pretraining_sequences",
+]
