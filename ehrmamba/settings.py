@@ -62,11 +62,18 @@ class Settings:
 
     @property
     def mlflow_dir(self) -> Path:
-        return self.home / "mlruns"
+        return self.home / "mlflow"
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_dir.resolve().as_uri()
+        """Any tracking server by ``MLFLOW_TRACKING_URI``; else a SQLite store under the home."""
+        default = f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+        return os.environ.get("MLFLOW_TRACKING_URI") or default
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        """Where new experiments keep artifacts (MLflow would otherwise use the cwd)."""
+        return (self.mlflow_dir / "artifacts").resolve().as_uri()
 
     @property
     def artifacts_dir(self) -> Path:

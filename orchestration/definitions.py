@@ -7,7 +7,7 @@ The source of events is configuration: FHIR ingestion by default, or a MEDS data
 import dagster as dg
 
 from ehrmamba.settings import Settings
-from orchestration.assets import ingestion, meds, normalization, validation
+from orchestration.assets import ingestion, meds, modeling, normalization, validation
 from orchestration.resources import build_resources
 
 
@@ -31,6 +31,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             *source_assets,
             normalization.build_dbt_assets(events_source),
             meds.build_meds_dataset(events_source),
+            modeling.vocabulary,
+            modeling.pretraining_sequences,
+            modeling.pretrained_model,
         ],
         asset_checks=[
             *source_checks,

@@ -61,7 +61,14 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
     home, result = clean_run
     assert result.success
     done = _materialized(result)
-    assert {"raw/fhir_resources", "marts/meds_events", "meds/dataset"} <= done
+    assert {
+        "raw/fhir_resources",
+        "marts/meds_events",
+        "meds/dataset",
+        "tokenization/vocabulary",
+        "tokenization/pretraining_sequences",
+        "training/pretrained_model",
+    } <= done
     assert {f"marts/labels__{t}" for t in LABEL_TASKS} <= done
     checks = _checks(result)
     assert checks["meds_events_expectations"].passed
@@ -210,9 +217,10 @@ def test_corrupted_data_fails_the_right_blocking_checks_and_stops_downstream(
     } & set(splits.metadata["failures"].value)
     assert "train share 80% ± 25.3%" in splits.metadata["failures"].value
 
-    # the blocking failures stopped the export: nothing downstream materialized
-    assert "marts/meds_events" in _materialized(result)
-    assert "meds/dataset" not in _materialized(result)
+    # the blocking failures stopped everything downstream: no export, no tokens, no training
+    done = _materialized(result)
+    assert "marts/meds_events" in done
+    assert not {"meds/dataset", "tokenization/vocabulary", "training/pretrained_model"} & done
 
 
 def test_a_meds_dataset_can_replace_fhir_as_the_source(

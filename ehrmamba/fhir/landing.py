@@ -353,7 +353,9 @@ def ingest(
     """Land every FHIR resource under ``source`` into ``raw.fhir_resources``.
 
     ``force`` re-reads files that the manifest says are unchanged (the merge still adds nothing
-    for identical content). ``workers`` defaults to the number of cores.
+    for identical content). ``workers`` defaults to the number of cores; parser processes are
+    spawned, so a script that calls this needs Python's ``if __name__ == "__main__":`` guard
+    (notebooks and ``workers=1`` do not).
     """
     started = time.perf_counter()
     files, ignored = discover(Path(source))

@@ -1,0 +1,524 @@
+"""EHRMamba: a Mamba foundation model over tokenized patient timelines.
+
+One readable file in the style of Hugging Face modeling files:
+
+- ``EHRMambaConfig``: sizes and presets (``tiny``, ``small``, ``paper``, ``long``).
+- ``EHRMambaEmbeddings``: concept embedding concatenated with learned-sinusoid time (weeks)
+  and age (years) features, projected back to the hidden size; token-type, visit-order and
+  visit-segment embeddings added; dropout; LayerNorm (as in the EHRMamba paper).
+- ``MambaMixer``: the Mamba (S6) mixer with the parameter names and shapes of mamba_ssm's
+  ``Mamba`` (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj), so a checkpoint trained
+  with mamba_ssm's CUDA kernels loads here. The selective scan runs on mamba_ssm's CUDA kernel
+  when the tensors are on CUDA and mamba_ssm is importable, otherwise on the numba CPU scan.
+- ``EHRMambaModel`` (backbone), ``EHRMambaForPretraining`` (next-token LM head).
+- Recurrent inference: ``allocate_inference_cache(batch)`` + ``step(...)`` advance one token
+  at a time from a fixed-size (conv, ssm) state per layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ehrmamba.model.scan_cpu import selective_scan_fn as selective_scan_cpu
+from ehrmamba.model.scan_cpu import selective_scan_ref
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+IGNORE_INDEX = -100
+
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16, "max_seq_length": 256},
+    "small": {
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "state_size": 16,
+        "max_seq_length": 1024,
+    },
+    "paper": {
+        "hidden_size": 768,
+        "num_hidden_layers": 32,
+        "state_size": 16,
+        "expand": 2,
+        "conv_kernel": 4,
+        "max_seq_length": 2048,
+    },
+    "long": {
+        "hidden_size": 768,
+        "num_hidden_layers": 32,
+        "state_size": 16,
+        "expand": 2,
+        "conv_kernel": 4,
+        "max_seq_length": 16384,
+    },
+}
+
+
+@dataclass
+class EHRMambaConfig:
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    state_size: int = 16
+    expand: int = 2
+    conv_kernel: int = 4
+    dt_rank: int | None = None  # None: ceil(hidden_size / 16), as mamba_ssm
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    max_seq_length: int = 256
+    pad_token_id: int = 0
+    type_vocab_size: int = 16  # token types (concept kinds, special tokens)
+    max_visits: int = 512  # visit-order embedding size (visit index, clipped)
+    visit_segments: int = 3  # visit-segment embedding size (0 pad, 1/2 alternating visits)
+    time_embedding_size: int = 32  # learned sinusoid features per time input
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-12  # embedding LayerNorm
+    rms_norm: bool = True  # block norm: RMSNorm (mamba default) or LayerNorm
+    norm_eps: float = 1e-5  # block norm eps
+    tie_word_embeddings: bool = True
+    initializer_range: float = 0.02
+    preset_name: str | None = None  # the preset this config came from, if any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dt_rank is None:
+            self.dt_rank = math.ceil(self.hidden_size / 16)
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.hidden_size
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        return list(_PRESETS)
+
+    @classmethod
+    def preset(cls, name: str, vocab_size: int, **overrides: Any) -> EHRMambaConfig:
+        if name not in _PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(_PRESETS)}")
+        values = {**_PRESETS[name], "vocab_size": vocab_size, "preset_name": name, **overrides}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EHRMambaConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown EHRMambaConfig fields: {unknown}")
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------------------
+# Selective scan dispatch
+# --------------------------------------------------------------------------------------
+
+
+def mamba_ssm_is_available() -> bool:
+    """True when mamba_ssm (CUDA kernels) can be imported and CUDA is present."""
+    return torch.cuda.is_available() and importlib.util.find_spec("mamba_ssm") is not None
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """mamba_ssm's CUDA kernel for CUDA tensors when available, else the numba CPU scan."""
+    if u.is_cuda:
+        if mamba_ssm_is_available():
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+            return selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+# --------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------
+
+
+class TimeEmbedding(nn.Module):
+    """Learned sinusoid features of a scalar: sin(t * w + phi), w and phi learned per dim."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(size) * 0.1)
+        self.phi = nn.Parameter(torch.randn(size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sin(t.float().unsqueeze(-1) * self.w + self.phi)
+
+
+class EHRMambaEmbeddings(nn.Module):
+    def __init__(self, config: EHRMambaConfig) -> None:
+        super().__init__()
+        h, te = config.hidden_size, config.time_embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
+        self.time_embeddings = TimeEmbedding(te)
+        self.age_embeddings = TimeEmbedding(te)
+        self.concat_projection = nn.Linear(h + 2 * te, h)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
+        self.visit_order_embeddings = nn.Embedding(config.max_visits, h)
+        self.visit_segment_embeddings = nn.Embedding(config.visit_segments, h)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layer_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.max_visits = config.max_visits
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        time_weeks: torch.Tensor | None = None,
+        age_years: torch.Tensor | None = None,
+        visit_order: torch.Tensor | None = None,
+        visit_segment: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        zeros_long = torch.zeros_like(input_ids)
+        zeros_float = torch.zeros(input_ids.shape, device=input_ids.device)
+        token_type_ids = zeros_long if token_type_ids is None else token_type_ids
+        time_weeks = zeros_float if time_weeks is None else time_weeks
+        age_years = zeros_float if age_years is None else age_years
+        visit_order = zeros_long if visit_order is None else visit_order
+        visit_segment = zeros_long if visit_segment is None else visit_segment
+
+        concept = self.word_embeddings(input_ids)
+        x = torch.cat(
+            [concept, self.time_embeddings(time_weeks), self.age_embeddings(age_years)], dim=-1
+        )
+        x = self.concat_projection(x)
+        x = (
+            x
+            + self.token_type_embeddings(token_type_ids)
+            + self.visit_order_embeddings(visit_order.clamp(0, self.max_visits - 1))
+            + self.visit_segment_embeddings(visit_segment)
+        )
+        x = self.layer_norm(self.dropout(x))
+        if attention_mask is not None:
+            # padded positions carry no information, whatever token sits there
+            x = x * attention_mask.unsqueeze(-1).to(x.dtype)
+        return x
+
+
+# --------------------------------------------------------------------------------------
+# Mamba block (names and shapes as mamba_ssm.modules.mamba_simple.Mamba / Block)
+# --------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(
+            x.dtype
+        ) * self.weight
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, config: EHRMambaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        d_model, d_inner = config.hidden_size, config.d_inner
+        self.d_inner, self.d_state, self.d_conv = d_inner, config.state_size, config.conv_kernel
+        self.dt_rank = config.dt_rank
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(
+            d_inner, d_inner, config.conv_kernel, groups=d_inner, padding=config.conv_kernel - 1
+        )
+        self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * self.d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, d_inner, bias=True)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        # S4D-real initialization of A and the dt bias, as mamba_ssm
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        dt_std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -dt_std, dt_std)
+        dt = torch.exp(
+            torch.rand(d_inner) * (math.log(config.dt_max) - math.log(config.dt_min))
+            + math.log(config.dt_min)
+        ).clamp(min=config.dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_proj.bias._no_reinit = True
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (batch, L, d_model) -> (batch, L, d_model)."""
+        length = hidden.shape[1]
+        xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2*d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        x = F.silu(self.conv1d(x)[..., :length])
+        x_dbl = self.x_proj(x.transpose(1, 2))  # (b, L, dt_rank + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, L); bias: in the scan
+        A = -torch.exp(self.A_log.float())
+        y = selective_scan(
+            x,
+            dt,
+            A,
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )
+        return self.out_proj(y.transpose(1, 2).to(hidden.dtype))
+
+    def allocate_inference_cache(self, batch: int, device=None, dtype=None):
+        weight = self.conv1d.weight
+        conv_state = torch.zeros(
+            batch, self.d_inner, self.d_conv, device=device or weight.device, dtype=dtype
+        )
+        ssm_state = torch.zeros(
+            batch, self.d_inner, self.d_state, device=device or weight.device, dtype=torch.float32
+        )
+        return conv_state, ssm_state
+
+    def step(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
+        """One token. hidden: (batch, d_model); states are updated in place."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner) each
+        conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
+        conv_state[:, :, -1] = x
+        x = (conv_state * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias
+        x = F.silu(x)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], -1)
+        dt = F.softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias)
+        A = -torch.exp(self.A_log.float())
+        dA = torch.exp(dt.unsqueeze(-1) * A)  # (b, d_inner, N)
+        dBx = (dt * x).unsqueeze(-1) * B.unsqueeze(1)
+        ssm_state.copy_(ssm_state * dA + dBx)
+        y = (ssm_state * C.unsqueeze(1)).sum(-1) + self.D * x
+        y = y * F.silu(z)
+        return self.out_proj(y)
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm residual block: x + mixer(norm(x)) (mamba_ssm's Block, unfused)."""
+
+    def __init__(self, config: EHRMambaConfig, layer_idx: int) -> None:
+        super().__init__()
+        norm_cls = RMSNorm if config.rms_norm else nn.LayerNorm
+        self.norm = norm_cls(config.hidden_size, eps=config.norm_eps)
+        self.mixer = MambaMixer(config, layer_idx)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.mixer(self.norm(hidden))
+
+    def step(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
+        return hidden + self.mixer.step(self.norm(hidden), conv_state, ssm_state)
+
+
+# --------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------
+
+
+class EHRMambaPreTrainedModel(nn.Module):
+    config: EHRMambaConfig
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """mamba_ssm's scheme: N(0, 0.02) embeddings, zero Linear biases (except dt_proj),
+        out_proj rescaled by 1/sqrt(n_layers) (prenorm residual, GPT-2 style)."""
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.Linear):
+            if module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+                nn.init.zeros_(module.bias)
+            if getattr(module, "_is_out_proj", False):
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+                with torch.no_grad():
+                    module.weight /= math.sqrt(self.config.num_hidden_layers)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_model(self, str(directory / WEIGHTS_NAME))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu"):
+        from safetensors.torch import load_model
+
+        directory = Path(directory)
+        config = EHRMambaConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        model = cls(config)
+        load_model(model, str(directory / WEIGHTS_NAME), device=map_location)
+        model.eval()
+        return model
+
+
+class EHRMambaModel(EHRMambaPreTrainedModel):
+    """Backbone: embeddings -> Mamba blocks -> final norm. Returns (batch, L, hidden)."""
+
+    def __init__(self, config: EHRMambaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = EHRMambaEmbeddings(config)
+        self.layers = nn.ModuleList(MambaBlock(config, i) for i in range(config.num_hidden_layers))
+        norm_cls = RMSNorm if config.rms_norm else nn.LayerNorm
+        self.norm_f = norm_cls(config.hidden_size, eps=config.norm_eps)
+        for layer in self.layers:
+            layer.mixer.out_proj._is_out_proj = True
+        self.apply(self._init_weights)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        time_weeks: torch.Tensor | None = None,
+        age_years: torch.Tensor | None = None,
+        visit_order: torch.Tensor | None = None,
+        visit_segment: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.embeddings(
+            input_ids,
+            token_type_ids,
+            time_weeks,
+            age_years,
+            visit_order,
+            visit_segment,
+            attention_mask,
+        )
+        for layer in self.layers:
+            hidden = layer(hidden)
+        return self.norm_f(hidden)
+
+    def allocate_inference_cache(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [layer.mixer.allocate_inference_cache(batch) for layer in self.layers]
+
+    def step(
+        self,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        time_weeks: torch.Tensor | None = None,
+        age_years: torch.Tensor | None = None,
+        visit_order: torch.Tensor | None = None,
+        visit_segment: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Advance one token per sequence. Inputs (batch,) or (batch, 1); returns (batch, H)."""
+
+        def col(t):
+            return None if t is None else t.reshape(-1, 1)
+
+        hidden = self.embeddings(
+            col(input_ids),
+            col(token_type_ids),
+            col(time_weeks),
+            col(age_years),
+            col(visit_order),
+            col(visit_segment),
+        )[:, 0]
+        for layer, (conv_state, ssm_state) in zip(self.layers, cache, strict=True):
+            hidden = layer.step(hidden, conv_state, ssm_state)
+        return self.norm_f(hidden)
+
+
+def pool_last(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Hidden state of the last non-pad token of each sequence: (batch, L, H) -> (batch, H).
+
+    Works for right or left padding (takes the highest position whose mask is 1).
+    """
+    if attention_mask is None:
+        return hidden[:, -1]
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    last = (attention_mask.long() * (positions + 1)).argmax(dim=-1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Next-token labels: the input ids with padded positions set to -100."""
+    labels = input_ids.clone()
+    if attention_mask is not None:
+        labels[attention_mask == 0] = IGNORE_INDEX
+    return labels
+
+
+@dataclass
+class PretrainingOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    hidden_states: torch.Tensor
+
+
+class EHRMambaForPretraining(EHRMambaPreTrainedModel):
+    """Backbone + next-token LM head (tied to the concept embedding by default)."""
+
+    def __init__(self, config: EHRMambaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = EHRMambaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.backbone.embeddings.word_embeddings.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        time_weeks: torch.Tensor | None = None,
+        age_years: torch.Tensor | None = None,
+        visit_order: torch.Tensor | None = None,
+        visit_segment: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> PretrainingOutput:
+        hidden = self.backbone(
+            input_ids,
+            token_type_ids,
+            time_weeks,
+            age_years,
+            visit_order,
+            visit_segment,
+            attention_mask,
+        )
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
+            # position t predicts token t + 1
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=IGNORE_INDEX,
+            )
+        return PretrainingOutput(loss=loss, logits=logits, hidden_states=hidden)
+
+    def allocate_inference_cache(self, batch: int):
+        return self.backbone.allocate_inference_cache(batch)
+
+    def step(self, cache, input_ids, **inputs) -> torch.Tensor:
+        """Logits (batch, vocab) for the next token after feeding one token per sequence."""
+        return self.lm_head(self.backbone.step(cache, input_ids, **inputs))
