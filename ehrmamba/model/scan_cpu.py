@@ -71,56 +71,45 @@ def _exp_row(dt, a_row, out, bits):
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
 def _scan_fwd_kernel(
-    u, delta, A, Bt, Ct, Dv, z, bias, has_d, has_z, has_bias, softplus, chunk, groups, out, chk, last
+    u, delta, A, Bt, Ct, Dv, z, bias, has_d, has_z, has_bias, softplus, chunk, out, chk, last
 ):
-    """u, delta, z, out: (b, d, L); Bt, Ct: (b, L, N) (time-major); chk: (b, d, n_chunks, N).
-
-    Work item = (batch, channel group). Time runs in chunks (outer) and channels inner, so the
-    chunk's rows of B and C stay in L1 while every channel of the group passes over them.
-    """
+    """u, delta, z, out: (b, d, L); Bt, Ct: (b, L, N) (time-major); chk: (b, d, n_chunks, N)."""
     nb, nd, length = u.shape
     ns = A.shape[1]
-    n_chunks = (length + chunk - 1) // chunk
-    per_group = (nd + groups - 1) // groups
-    for item in numba.prange(nb * groups):
-        b = item // groups
-        d_lo = (item % groups) * per_group
-        d_hi = min(nd, d_lo + per_group)
-        h = np.zeros((max(0, d_hi - d_lo), ns), dtype=np.float32)
+    for item in numba.prange(nb * nd):
+        b = item // nd
+        d = item % nd
+        h = np.zeros(ns, dtype=np.float32)
         e = np.empty(ns, dtype=np.float32)
         bits = np.empty(ns, dtype=np.int32)
-        for c in range(n_chunks):
-            t0 = c * chunk
-            t1 = min(length, t0 + chunk)
-            for d in range(d_lo, d_hi):
-                hd = h[d - d_lo]
-                a_row = A[d]
-                dd = Dv[d] if has_d else np.float32(0.0)
-                db = bias[d] if has_bias else np.float32(0.0)
+        a_row = A[d]
+        dd = Dv[d] if has_d else np.float32(0.0)
+        db = bias[d] if has_bias else np.float32(0.0)
+        for t in range(length):
+            if t % chunk == 0:
+                c = t // chunk
                 for n in range(ns):
-                    chk[b, d, c, n] = hd[n]
-                for t in range(t0, t1):
-                    dt = delta[b, d, t] + db
-                    if softplus and dt <= _SOFTPLUS_THRESHOLD:
-                        dt = np.float32(math.log1p(math.exp(dt)))
-                    ut = u[b, d, t]
-                    dtu = dt * ut
-                    _exp_row(dt, a_row, e, bits)
-                    b_t = Bt[b, t]
-                    c_t = Ct[b, t]
-                    for n in range(ns):
-                        hd[n] = e[n] * hd[n] + dtu * b_t[n]
-                    y = np.float32(0.0)
-                    for n in range(ns):
-                        y += c_t[n] * hd[n]
-                    y += dd * ut
-                    if has_z:
-                        zt = z[b, d, t]
-                        y = y * (zt / (np.float32(1.0) + np.float32(math.exp(-zt))))
-                    out[b, d, t] = y
-        for d in range(d_lo, d_hi):
+                    chk[b, d, c, n] = h[n]
+            dt = delta[b, d, t] + db
+            if softplus and dt <= _SOFTPLUS_THRESHOLD:
+                dt = np.float32(math.log1p(math.exp(dt)))
+            ut = u[b, d, t]
+            dtu = dt * ut
+            _exp_row(dt, a_row, e, bits)
+            b_t = Bt[b, t]
+            c_t = Ct[b, t]
             for n in range(ns):
-                last[b, d, n] = h[d - d_lo, n]
+                h[n] = e[n] * h[n] + dtu * b_t[n]
+            y = np.float32(0.0)
+            for n in range(ns):
+                y += c_t[n] * h[n]
+            y += dd * ut
+            if has_z:
+                zt = z[b, d, t]
+                y = y * (zt / (np.float32(1.0) + np.float32(math.exp(-zt))))
+            out[b, d, t] = y
+        for n in range(ns):
+            last[b, d, n] = h[n]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
@@ -154,11 +143,8 @@ def _scan_bwd_kernel(
 ):
     """Reverse-time recurrence. Work item = (batch, channel group); per-item accumulators.
 
-    Chunks run backwards (outer), channels inner: for each channel the chunk's states are
-    recomputed from its checkpoint, then the gradient runs back over the chunk, carrying
-    dL/dh per channel from chunk to chunk. dA_part, dD_part, dbias_part: (b, d, ...) (each item
-    owns its channels, batches summed later); dB_part, dC_part: (b, groups, L, N) (channels of
-    a group summed in place; the chunk's rows stay in L1 across the channel loop).
+    dA_part, dD_part, dbias_part: (b, d, ...) (each item owns its channels, batches summed
+    later); dB_part, dC_part: (b, groups, L, N) (channels of a group summed in place).
     """
     nb, nd, length = u.shape
     ns = A.shape[1]
@@ -169,28 +155,22 @@ def _scan_bwd_kernel(
         g = item % groups
         d_lo = g * per_group
         d_hi = min(nd, d_lo + per_group)
-        nloc = max(0, d_hi - d_lo)
         hs = np.empty((chunk + 1, ns), dtype=np.float32)  # states h_{t-1}, h_t of a chunk
         das = np.empty((chunk, ns), dtype=np.float32)  # exp(dt * A) of a chunk
         dts = np.empty(chunk, dtype=np.float32)
+        gh = np.empty(ns, dtype=np.float32)
         bits = np.empty(ns, dtype=np.int32)
-        gh = np.zeros((nloc, ns), dtype=np.float32)  # dL/dh carried backwards, per channel
-        acc_dd = np.zeros(nloc, dtype=np.float32)
-        acc_db = np.zeros(nloc, dtype=np.float32)
-        if has_dlast:
-            for d in range(d_lo, d_hi):
-                for n in range(ns):
-                    gh[d - d_lo, n] = dlast[b, d, n]
-        for c in range(n_chunks - 1, -1, -1):
-            t0 = c * chunk
-            t1 = min(length, t0 + chunk)
-            for d in range(d_lo, d_hi):
-                j = d - d_lo
-                ghd = gh[j]
-                dAd = dA_part[b, d]
-                a_row = A[d]
-                dd = Dv[d] if has_d else np.float32(0.0)
-                db = bias[d] if has_bias else np.float32(0.0)
+        for d in range(d_lo, d_hi):
+            a_row = A[d]
+            dd = Dv[d] if has_d else np.float32(0.0)
+            db = bias[d] if has_bias else np.float32(0.0)
+            for n in range(ns):
+                gh[n] = dlast[b, d, n] if has_dlast else np.float32(0.0)
+            acc_dd = np.float32(0.0)
+            acc_db = np.float32(0.0)
+            for c in range(n_chunks - 1, -1, -1):
+                t0 = c * chunk
+                t1 = min(length, t0 + chunk)
                 # recompute the states of this chunk from its checkpoint
                 for n in range(ns):
                     hs[0, n] = chk[b, d, c, n]
@@ -201,56 +181,52 @@ def _scan_bwd_kernel(
                         dt = np.float32(math.log1p(math.exp(dt)))
                     dts[k] = dt
                     dtu = dt * u[b, d, t]
-                    ek = das[k]
-                    _exp_row(dt, a_row, ek, bits)
+                    e = das[k]
+                    _exp_row(dt, a_row, e, bits)
                     b_t = Bt[b, t]
                     for n in range(ns):
-                        hs[k + 1, n] = ek[n] * hs[k, n] + dtu * b_t[n]
+                        hs[k + 1, n] = e[n] * hs[k, n] + dtu * b_t[n]
                 # reverse-time recurrence over the chunk
                 for t in range(t1 - 1, t0 - 1, -1):
                     k = t - t0
                     dt = dts[k]
                     ut = u[b, d, t]
                     dy = dout[b, d, t]
-                    b_t = Bt[b, t]
-                    c_t = Ct[b, t]
                     if has_z:
                         zt = z[b, d, t]
                         sig = np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-zt)))
+                        silu = zt * sig
                         y = dd * ut
                         for n in range(ns):
-                            y += c_t[n] * hs[k + 1, n]
+                            y += Ct[b, t, n] * hs[k + 1, n]
                         dz[b, d, t] = (
                             dy * y * sig * (np.float32(1.0) + zt * (np.float32(1.0) - sig))
                         )
-                        dy = dy * zt * sig
-                    acc_dd[j] += dy * ut
+                        dy = dy * silu
+                    acc_dd += dy * ut
                     du_t = dy * dd
                     ddt = np.float32(0.0)
-                    dtu = dt * ut
-                    dB_t = dB_part[b, g, t]
-                    dC_t = dC_part[b, g, t]
                     for n in range(ns):
+                        bn = Bt[b, t, n]
+                        dC_part[b, g, t, n] += dy * hs[k + 1, n]
+                        gn = gh[n] + dy * Ct[b, t, n]  # dL/dh_t
+                        e = das[k, n]
+                        hprev = hs[k, n]
                         # h_t = e * h_{t-1} + dt * B * u, e = exp(dt * A)
-                        bn = b_t[n]
-                        en = das[k, n]
-                        dC_t[n] += dy * hs[k + 1, n]
-                        gn = ghd[n] + dy * c_t[n]  # dL/dh_t
-                        w = gn * hs[k, n] * en
+                        w = gn * hprev * e
                         ddt += w * a_row[n] + gn * bn * ut
-                        dAd[n] += w * dt
-                        dB_t[n] += gn * dtu
+                        dA_part[b, d, n] += w * dt
+                        dB_part[b, g, t, n] += gn * dt * ut
                         du_t += gn * dt * bn
-                        ghd[n] = gn * en
+                        gh[n] = gn * e
                     du[b, d, t] = du_t
                     raw = delta[b, d, t] + db
                     if softplus and raw <= _SOFTPLUS_THRESHOLD:
                         ddt = ddt / (np.float32(1.0) + np.float32(math.exp(-raw)))
                     ddelta[b, d, t] = ddt
-                    acc_db[j] += ddt
-        for d in range(d_lo, d_hi):
-            dD_part[b, d] = acc_dd[d - d_lo]
-            dbias_part[b, d] = acc_db[d - d_lo]
+                    acc_db += ddt
+            dD_part[b, d] = acc_dd
+            dbias_part[b, d] = acc_db
 
 
 def _f32(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -295,7 +271,6 @@ class SelectiveScanCPU(torch.autograd.Function):
             bias_ is not None,
             bool(delta_softplus),
             CHUNK,
-            _groups(nb, nd),
             out,
             chk,
             last,
