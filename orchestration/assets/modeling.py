@@ -4,6 +4,7 @@ import json
 import shutil
 
 import dagster as dg
+import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 
 from ehrmamba.tokenize import (
@@ -96,8 +97,6 @@ def pretraining_sequences(
     out_dir = settings.artifacts_dir / "sequences"
     with duckdb.get_connection() as con:
         path = write_pretraining_sequences(con, vocab, out_dir, max_len=vocab.config.max_len)
-        import pyarrow.parquet as pq
-
     table = pq.read_table(path, columns=["split", "length"])
     per_split = {}
     for split, length in zip(table["split"].to_pylist(), table["length"].to_pylist(), strict=True):
