@@ -10,6 +10,7 @@ after the model was built (the activation memory).
 Configurations whose time or memory, extrapolated from the two previous lengths of the same
 model (power law), would exceed ~5 minutes or 20 GB are skipped and marked so in the table.
 
+    .venv/bin/pip install mambapy   # the faster transformers fallback, compared here
     .venv/bin/python benchmarks/model_cpu.py [--lengths 512 2048 8192] [--out results.json]
 """
 
