@@ -104,3 +104,11 @@ def type_of_model():
     from ehrmamba.model import EHRMambaForPretraining
 
     return EHRMambaForPretraining
+
+
+def test_a_run_cut_short_by_max_steps_still_reports_tuning_perplexity(corpus, tmp_path) -> None:
+    sequences, vocab = corpus
+    config = PretrainConfig(preset="tiny", max_steps=2, batch_size=4, progress_bar=False)
+    result = pretrain(sequences, vocab, config, output_dir=tmp_path / "out", **_tracking(tmp_path))
+    assert result.metrics["tuning_perplexity"] > 1.0
+    assert "unigram_perplexity" in result.metrics

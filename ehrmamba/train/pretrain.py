@@ -240,6 +240,9 @@ def pretrain(
         }
     )
     trainer.fit(module, **loaders, ckpt_path=str(resume_from) if resume_from else None)
+    if "val_dataloaders" in loaders and "tuning_loss" not in trainer.callback_metrics:
+        # max_steps ended training inside an epoch, before its validation: evaluate now
+        trainer.validate(module, dataloaders=loaders["val_dataloaders"], verbose=False)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if len(tuning):
