@@ -95,34 +95,32 @@ def export_meds(
     (partial / "metadata").mkdir()
     summary = MedsExportSummary(root=out_dir)
 
-    shards = con.execute(
+    # shard membership once: subjects in subject_id order, `shard_subjects` per shard and split
+    con.execute(
         f"""
-        SELECT split, (row_number() OVER (PARTITION BY split ORDER BY subject_id) - 1)
-                      // {int(shard_subjects)} AS shard, count(*) OVER (PARTITION BY split)
+        CREATE OR REPLACE TEMP TABLE _meds_shards AS
+        SELECT subject_id, split,
+               (row_number() OVER (PARTITION BY split ORDER BY subject_id) - 1)
+               // {int(shard_subjects)} AS shard
         FROM {schema}.subject_splits
         """
-    ).fetchall()
-    pairs = sorted({(split, int(shard)) for split, shard, _ in shards})
+    )
+    pairs = con.execute("SELECT DISTINCT split, shard FROM _meds_shards ORDER BY 1, 2").fetchall()
     for split, shard in pairs:
         name = f"{split}_{shard}"
         table = con.sql(
             f"""
-            WITH members AS (
-                SELECT subject_id FROM (
-                    SELECT subject_id, split,
-                           (row_number() OVER (PARTITION BY split ORDER BY subject_id) - 1)
-                           // {int(shard_subjects)} AS shard
-                    FROM {schema}.subject_splits
-                ) WHERE split = $split AND shard = $shard
-            )
             SELECT {EXPORT_COLUMNS}
-            FROM {schema}.meds_events SEMI JOIN members USING (subject_id)
+            FROM {schema}.meds_events
+            SEMI JOIN (SELECT subject_id FROM _meds_shards WHERE split = $split AND shard = $shard)
+                USING (subject_id)
             ORDER BY subject_id, time, code
             """,
             params={"split": split, "shard": shard},
         ).to_arrow_table()
         _write(table, partial / "data" / f"{name}.parquet", meds.DataSchema)
         summary.shards.append(name)
+    con.execute("DROP TABLE _meds_shards")
 
     codes = partial / "metadata" / "codes.parquet"
     _write(

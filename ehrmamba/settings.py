@@ -7,7 +7,7 @@ the platform at another dataset or another home is a change of environment, neve
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_HOME = Path(".ehrmamba")
@@ -36,7 +36,6 @@ class Settings:
     synth_seed: int = DEFAULT_SYNTH_SEED
     duckdb_threads: int | None = None
     duckdb_memory_limit: str = "4GB"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -87,10 +86,6 @@ class Settings:
     def synth_dir(self) -> Path:
         """Where the default synthetic cohort is generated (keyed by size and seed)."""
         return self.home / "synthetic" / f"n{self.synth_patients}-seed{self.synth_seed}"
-
-    @property
-    def uses_synthetic_source(self) -> bool:
-        return self.fhir_source is None
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.artifacts_dir, self.mlflow_dir, self.bentoml_home):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 
@@ -19,9 +22,6 @@ class PlatformSettings(ConfigurableResource):
         if self.home:
             settings = settings.with_home(self.home)
         if self.fhir_source:
-            from dataclasses import replace
-            from pathlib import Path
-
             settings = replace(settings, fhir_source=Path(self.fhir_source))
         return settings
 

@@ -67,7 +67,6 @@ class TaskResult:
 
     files: list[ParsedFile] = field(default_factory=list)
     chunk_paths: list[Path] = field(default_factory=list)
-    rows: int = 0
 
 
 class _ChunkWriter:
@@ -119,7 +118,6 @@ class _ChunkWriter:
     def flush(self) -> None:
         if not self.resources:
             return
-        n = len(self.resources)
         batch = pa.record_batch(
             [
                 pa.array(self.sources, type=pa.string()),
@@ -139,7 +137,6 @@ class _ChunkWriter:
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, CLASSIFIED_SCHEMA) as w:
             w.write_table(classified)
         self.result.chunk_paths.append(path)
-        self.result.rows += n
 
 
 def _excerpt(data: bytes | str) -> str:

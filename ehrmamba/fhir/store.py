@@ -14,7 +14,6 @@ import duckdb
 import pyarrow as pa
 
 from ehrmamba.fhir.classify import CLASSIFIED_SCHEMA
-from ehrmamba.fhir.resource_types import LANDED_TYPES
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS raw;
@@ -210,7 +209,3 @@ def known_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
         "SELECT source_file, size_bytes, mtime_ns FROM raw.fhir_ingested_files"
     ).fetchall()
     return {path: (size, mtime) for path, size, mtime in rows}
-
-
-def landed_type_list() -> list[str]:
-    return sorted(LANDED_TYPES)

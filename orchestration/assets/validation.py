@@ -5,6 +5,7 @@ training never see data that failed); its metadata names each failed expectation
 rows broke it.
 """
 
+import functools
 import json
 
 import dagster as dg
@@ -71,6 +72,7 @@ def subject_splits_expectations(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         return _result(run_split_suite(con, ValidationConfig()))
 
 
+@functools.cache
 def label_models(events_source: str = "fhir") -> list[str]:
     """Task label models, read from the dbt manifest: tasks are defined once, in dbt."""
     manifest = json.loads(ensure_manifest(events_source).read_text())
