@@ -136,15 +136,27 @@ def mamba_ssm_is_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("mamba_ssm") is not None
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+def selective_scan(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    return_last_state=False,
+):
     """mamba_ssm's CUDA kernel for CUDA tensors when available, else the numba CPU scan."""
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if u.is_cuda:
         if mamba_ssm_is_available():
             from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-            return selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+            return selective_scan_fn(*args)
+        return selective_scan_ref(*args)
+    return selective_scan_cpu(*args)
 
 
 # --------------------------------------------------------------------------------------
@@ -263,11 +275,21 @@ class MambaMixer(nn.Module):
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.dt_proj.bias._no_reinit = True
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (batch, L, d_model) -> (batch, L, d_model)."""
+    def forward(self, hidden: torch.Tensor, cache=None) -> torch.Tensor:
+        """hidden: (batch, L, d_model) -> (batch, L, d_model).
+
+        With ``cache`` (this layer's ``(conv_state, ssm_state)``), the states after the last
+        position are written into it, so :meth:`step` continues the sequence: one scan of a
+        history serves any number of continuations. Sequences must not be right-padded then.
+        """
         length = hidden.shape[1]
         xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2*d_inner, L)
         x, z = xz.chunk(2, dim=1)
+        if cache is not None:
+            conv_state = cache[0]
+            keep = min(length, self.d_conv)
+            conv_state.zero_()
+            conv_state[:, :, self.d_conv - keep :] = x[:, :, length - keep :].to(conv_state.dtype)
         x = F.silu(self.conv1d(x)[..., :length])
         x_dbl = self.x_proj(x.transpose(1, 2))  # (b, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
@@ -283,7 +305,11 @@ class MambaMixer(nn.Module):
             z=z,
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
+            return_last_state=cache is not None,
         )
+        if cache is not None:
+            y, last_state = y
+            cache[1].copy_(last_state)
         return self.out_proj(y.transpose(1, 2).to(hidden.dtype))
 
     def allocate_inference_cache(self, batch: int, device=None, dtype=None):
@@ -323,8 +349,8 @@ class MambaBlock(nn.Module):
         self.norm = norm_cls(config.hidden_size, eps=config.norm_eps)
         self.mixer = MambaMixer(config, layer_idx)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden + self.mixer(self.norm(hidden))
+    def forward(self, hidden: torch.Tensor, cache=None) -> torch.Tensor:
+        return hidden + self.mixer(self.norm(hidden), cache)
 
     def step(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
         return hidden + self.mixer.step(self.norm(hidden), conv_state, ssm_state)
@@ -398,7 +424,10 @@ class EHRMambaModel(EHRMambaPreTrainedModel):
         visit_order: torch.Tensor | None = None,
         visit_segment: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
+        """``cache`` (from :meth:`allocate_inference_cache`) receives the recurrent state after
+        the last position: a prefill for :meth:`step`."""
         hidden = self.embeddings(
             input_ids,
             token_type_ids,
@@ -408,8 +437,8 @@ class EHRMambaModel(EHRMambaPreTrainedModel):
             visit_segment,
             attention_mask,
         )
-        for layer in self.layers:
-            hidden = layer(hidden)
+        for i, layer in enumerate(self.layers):
+            hidden = layer(hidden, None if cache is None else cache[i])
         return self.norm_f(hidden)
 
     def allocate_inference_cache(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -522,3 +551,92 @@ class EHRMambaForPretraining(EHRMambaPreTrainedModel):
     def step(self, cache, input_ids, **inputs) -> torch.Tensor:
         """Logits (batch, vocab) for the next token after feeding one token per sequence."""
         return self.lm_head(self.backbone.step(cache, input_ids, **inputs))
+
+
+@dataclass
+class SequenceClassifierOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor  # (batch,): one logit per (patient, task) sequence
+    hidden_states: torch.Tensor
+
+
+def repeat_cache(
+    cache: list[tuple[torch.Tensor, torch.Tensor]], times: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A cache of batch ``b * times``: row ``i * times + j`` continues sequence ``i``."""
+    return [
+        (conv.repeat_interleave(times, 0), ssm.repeat_interleave(times, 0)) for conv, ssm in cache
+    ]
+
+
+class EHRMambaForMultitask(EHRMambaPreTrainedModel):
+    """Backbone + one binary head shared by every task (multitask prompted finetuning).
+
+    The task is named by its task token inside the sequence; the head reads the hidden state
+    of the last real token. With the task token at the end, :meth:`predict_tasks` scans a
+    history once and answers each task with one more recurrent step from the shared state.
+    """
+
+    def __init__(self, config: EHRMambaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = EHRMambaModel(config)
+        self.classifier = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(config.hidden_size, 1)
+        )
+        nn.init.normal_(self.classifier[1].weight, std=config.initializer_range)
+        nn.init.zeros_(self.classifier[1].bias)
+
+    @classmethod
+    def from_pretraining(cls, pretrained: EHRMambaForPretraining) -> EHRMambaForMultitask:
+        """A classifier whose backbone starts from a pretrained model's weights."""
+        model = cls(pretrained.config)
+        model.backbone.load_state_dict(pretrained.backbone.state_dict())
+        return model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        time_weeks: torch.Tensor | None = None,
+        age_years: torch.Tensor | None = None,
+        visit_order: torch.Tensor | None = None,
+        visit_segment: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        pos_weight: torch.Tensor | None = None,
+    ) -> SequenceClassifierOutput:
+        hidden = self.backbone(
+            input_ids,
+            token_type_ids,
+            time_weeks,
+            age_years,
+            visit_order,
+            visit_segment,
+            attention_mask,
+        )
+        logits = self.classifier(pool_last(hidden, attention_mask)).squeeze(-1)
+        loss = None
+        if labels is not None:
+            loss = F.binary_cross_entropy_with_logits(
+                logits.float(), labels.float(), pos_weight=pos_weight
+            )
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden)
+
+    @torch.no_grad()
+    def predict_tasks(
+        self, history: dict[str, torch.Tensor], task_inputs: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Risk logits of one or more histories for several tasks from one shared scan.
+
+        ``history``: features of shape (batch, L), no padding (equal lengths). ``task_inputs``:
+        the task token's features, shape (batch, T) for T tasks. Returns logits (batch, T),
+        equal to ``forward`` on each history with its task token appended.
+        """
+        batch, n_tasks = task_inputs["input_ids"].shape
+        cache = self.backbone.allocate_inference_cache(batch)
+        self.backbone(**history, cache=cache)
+        cache = repeat_cache(cache, n_tasks)
+        step_inputs = {k: v.reshape(-1) for k, v in task_inputs.items()}
+        hidden = self.backbone.step(cache, **step_inputs)
+        return self.classifier(hidden).reshape(batch, n_tasks)
