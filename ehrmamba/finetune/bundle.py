@@ -85,7 +85,9 @@ class FinetunedModel:
         directory = Path(directory)
         settings_path = directory / SETTINGS_NAME
         if not settings_path.exists():
-            raise FileNotFoundError(f"{directory} is not a finetuned EHRMamba model (no {SETTINGS_NAME})")
+            raise FileNotFoundError(
+                f"{directory} is not a finetuned EHRMamba model (no {SETTINGS_NAME})"
+            )
         values = json.loads(settings_path.read_text())
         if values.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"{settings_path}: unsupported format {values.get('format')!r}")
