@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ehrmamba.tokenize import (
     GAP_TOKENS,
     SPECIAL_TOKENS,
+    LabelSample,
     SequenceDataset,
     TokenizerConfig,
     TokenType,
@@ -381,3 +382,34 @@ def test_batching_and_padding(written) -> None:
     assert batch["labels"].shape == (len(lengths),) and len(batch["task"]) == len(lengths)
     pre = SequenceDataset(written["pretrain"])
     assert len(pre) == 40 and "labels" not in collate_sequences([pre[0], pre[1]])
+
+
+def test_label_sample_caps_per_task_and_split(con, vocab, tmp_path: Path) -> None:
+    tasks = ["hypertension_1y", "readmission_1m"]
+    everything = (
+        con.execute(
+            """SELECT l.task, sp.split, count(*) AS n, count(*) FILTER (WHERE l.boolean_value) AS pos
+        FROM (SELECT 'hypertension_1y' AS task, * FROM marts.labels__hypertension_1y
+              UNION ALL SELECT 'readmission_1m', * FROM marts.labels__readmission_1m) l
+        JOIN marts.subject_splits sp USING (subject_id) GROUP BY ALL"""
+        )
+        .df()
+        .set_index(["task", "split"])
+    )
+    sample = LabelSample({"train": 20, "tuning": 5}, train_positive_share=0.5, seed=3)
+    path = write_label_sequences(con, vocab, tmp_path / "a", tasks, sample=sample, max_len=64)
+    got = pq.read_table(path, columns=["task", "split", "label"]).to_pandas()
+    counts = got.groupby(["task", "split"]).size()
+    positives = got[got.label].groupby(["task", "split"]).size()
+    for (task, split), row in everything.iterrows():
+        n = int(counts.get((task, split), 0))
+        if split == "held_out":  # not capped: kept whole
+            assert n == row.n
+        elif split == "tuning":
+            assert n == min(5, row.n)
+        else:  # train: positives first up to half the cap, negatives fill the rest
+            want_pos = min(int(row.pos), 10)
+            assert int(positives.get((task, split), 0)) == want_pos
+            assert n == min(20, want_pos + int(row.n - row.pos))
+    again = write_label_sequences(con, vocab, tmp_path / "b", tasks, sample=sample, max_len=64)
+    assert pq.read_table(again).equals(pq.read_table(path))  # deterministic

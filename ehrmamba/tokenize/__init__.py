@@ -3,6 +3,7 @@
 from ehrmamba.tokenize.dataset import SequenceDataset, collate_sequences
 from ehrmamba.tokenize.sequences import (
     FEATURES,
+    LabelSample,
     SubjectLayout,
     encode_events,
     tokenize_events,
@@ -25,6 +26,7 @@ __all__ = [
     "FEATURES",
     "GAP_TOKENS",
     "SPECIAL_TOKENS",
+    "LabelSample",
     "SequenceDataset",
     "SubjectLayout",
     "TokenType",

@@ -410,6 +410,46 @@ def write_pretraining_sequences(
     return path
 
 
+@dataclass(frozen=True)
+class LabelSample:
+    """A deterministic cap on the labels per (task, split), so finetuning and evaluation fit a
+    compute budget. ``tuning`` and ``held_out`` are sampled uniformly (their prevalence stays
+    what it is: metrics must describe the real population); ``train`` may over-represent
+    positives up to ``train_positive_share`` (a per-task balancing option; None keeps the
+    natural share). The choice is a hash of (seed, task, subject, time): re-runs pick the same
+    rows."""
+
+    max_per_task: dict[str, int]  # split -> cap; a split not named is kept whole
+    train_positive_share: float | None = None
+    seed: int = 0
+
+    def sql(self, labels_sql: str, schema: str) -> str:
+        caps = ", ".join(f"('{k}', {int(v)})" for k, v in self.max_per_task.items())
+        share = self.train_positive_share
+        positive_cap = (
+            f"CASE WHEN split = 'train' AND boolean_value THEN floor(cap * {float(share)}) "
+            f"WHEN split = 'train' THEN cap - least(n_pos, floor(cap * {float(share)})) "
+            "ELSE cap END"
+            if share is not None
+            else "cap"
+        )
+        group = "task, split, boolean_value" if share is not None else "task, split"
+        return f"""
+        WITH l AS (
+            SELECT l.*, coalesce(sp.split, 'unknown') AS split,
+                hash({int(self.seed)}, l.task, l.subject_id, l.prediction_time) AS h
+            FROM ({labels_sql}) l LEFT JOIN {schema}.subject_splits sp USING (subject_id)
+        ), c AS (
+            SELECT l.*, caps.cap,
+                count(*) FILTER (WHERE boolean_value) OVER (PARTITION BY task, split) AS n_pos,
+                row_number() OVER (PARTITION BY {group} ORDER BY h) AS rn
+            FROM l LEFT JOIN (VALUES {caps or "('', 0)"}) caps(split, cap) USING (split)
+        )
+        SELECT task, subject_id, prediction_time, boolean_value FROM c
+        WHERE cap IS NULL OR rn <= {positive_cap}
+        """
+
+
 def write_label_sequences(
     con: duckdb.DuckDBPyConnection,
     vocab: Vocabulary,
@@ -421,9 +461,12 @@ def write_label_sequences(
     batch_size: int = 512,
     max_len: int | None = None,
     task_token_position: str | None = None,
+    sample: LabelSample | None = None,
 ) -> Path:
     """One row per (task, subject, prediction_time) of ``<schema>.labels__<task>``: the history
-    cut at prediction_time (inclusive) plus the task token -> ``out_dir/labels.parquet``."""
+    cut at prediction_time (inclusive) plus the task token -> ``out_dir/labels.parquet``.
+
+    ``sample`` caps the labels kept per (task, split); see :class:`LabelSample`."""
     tasks = list(tasks or vocab.config.tasks)
     for task in tasks:
         vocab.task_id(task)  # fail early on an unknown task
@@ -435,6 +478,8 @@ def write_label_sequences(
         f"FROM {schema}.labels__{t}"
         for t in tasks
     )
+    if sample is not None:
+        union = sample.sql(union, schema)
     box: list = []
     try:
         for subjects in _subject_batches(con, schema, splits, batch_size):
