@@ -1,0 +1,325 @@
+"""Multitask prompted finetuning (MTF) of a pretrained EHRMamba, tracked in MLflow.
+
+One run learns every task at once: the (patient, task) sequences of all tasks are pooled and
+shuffled, each ends (or starts) with its task token, and one shared head answers. The same code
+with one task is single-task finetuning, the comparison the paper makes. Balancing is a sampler
+choice: ``none`` (pooled as they come), ``tasks`` (each task drawn equally often), or
+``tasks_and_labels`` (each task equally, and within a task positives and negatives equally).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from ehrmamba.finetune.bundle import FinetunedModel, FinetuneSettings
+from ehrmamba.model import EHRMambaForMultitask, EHRMambaForPretraining
+from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
+from ehrmamba.train.pretrain import MODEL_INPUTS, _precision
+
+BUNDLE_ARTIFACT = "finetuned_model"
+PREDICTION_COLUMNS = (
+    "subject_id",
+    "prediction_time",
+    "task",
+    "split",
+    "label",
+    "score",
+    "model",
+)
+
+
+@dataclass
+class FinetuneConfig:
+    """What a finetuning run does; every field is logged to MLflow as a parameter."""
+
+    tasks: list[str] | None = None  # None: every task in the label sequences
+    name: str = "ehrmamba-mtf"  # the model's name in predictions and reports
+    max_epochs: int = 1
+    max_steps: int = -1
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    gradient_clip_val: float = 1.0
+    balance: Literal["none", "tasks", "tasks_and_labels"] = "tasks"
+    seed: int = 0
+    accelerator: str = "auto"
+    eval_batch_size: int = 32
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+    experiment: str = "ehrmamba-finetuning"
+
+    def __post_init__(self) -> None:
+        if self.balance not in ("none", "tasks", "tasks_and_labels"):
+            raise ValueError("balance must be 'none', 'tasks' or 'tasks_and_labels'")
+
+
+@dataclass
+class FinetuneResult:
+    run_id: str
+    bundle_dir: Path  # a FinetunedModel directory
+    metrics: dict[str, float]
+    predictions: pd.DataFrame  # PREDICTION_COLUMNS, tuning and held_out rows
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+class FinetuningModule(L.LightningModule):
+    def __init__(self, model: EHRMambaForMultitask, config: FinetuneConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def training_step(self, batch, batch_idx):
+        inputs = {k: batch[k] for k in MODEL_INPUTS}
+        loss = self.model(**inputs, labels=batch["labels"]).loss
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        cfg = self.config
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            skip = param.ndim < 2 or name.endswith(("A_log", "D", "bias"))
+            (no_decay if skip else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.learning_rate,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(total * cfg.warmup_ratio))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total - step) / max(1, total - warmup))  # linear decay
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def sample_weights(tasks: list[str], labels: list[float], balance: str) -> np.ndarray:
+    """Per-row sampling weights for the balancing option (sum to the number of rows)."""
+    n = len(tasks)
+    if balance == "none" or n == 0:
+        return np.ones(n)
+    keys = list(zip(tasks, labels, strict=True)) if balance == "tasks_and_labels" else tasks
+    counts = Counter(keys)
+    weights = np.array([1.0 / counts[k] for k in keys])
+    return weights * n / weights.sum()
+
+
+@torch.no_grad()
+def predict_sequences(
+    model: EHRMambaForMultitask, dataset: SequenceDataset, *, batch_size: int = 32
+) -> np.ndarray:
+    """Probabilities for every row of a label-sequence dataset, in its order.
+
+    Rows are scored in length-sorted batches (less padding), then put back in order.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = np.array([len(x) for x in dataset._cols["input_ids"]])
+    order = np.argsort(lengths, kind="stable")
+    scores = np.empty(len(dataset), dtype=np.float64)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = collate_sequences([dataset[int(i)] for i in rows])
+        inputs = {k: batch[k].to(device) for k in MODEL_INPUTS}
+        scores[rows] = torch.sigmoid(model(**inputs).logits.float()).cpu().numpy()
+    return scores
+
+
+def predictions_frame(
+    dataset: SequenceDataset, scores: np.ndarray, model_name: str
+) -> pd.DataFrame:
+    table = dataset.table
+    return pd.DataFrame(
+        {
+            "subject_id": table["subject_id"].to_numpy(),
+            "prediction_time": table["prediction_time"].to_pandas(),
+            "task": table["task"].to_pylist(),
+            "split": table["split"].to_pylist(),
+            "label": np.asarray(dataset.labels, dtype=bool),
+            "score": scores,
+            "model": model_name,
+        }
+    )
+
+
+def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold that maximizes F1 (0.5 when the labels hold one class only)."""
+    if labels.min() == labels.max():
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def _task_metrics(frame: pd.DataFrame, thresholds: dict[str, float]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for (split, task), g in frame.groupby(["split", "task"]):
+        y, s = g["label"].to_numpy(), g["score"].to_numpy()
+        if y.min() != y.max():
+            metrics[f"{split}.auroc.{task}"] = float(roc_auc_score(y, s))
+        if task in thresholds:
+            metrics[f"{split}.f1.{task}"] = float(f1_score(y, s >= thresholds[task]))
+    return metrics
+
+
+def finetune(
+    label_sequences: Path,
+    vocab: Vocabulary,
+    pretrained_dir: Path,
+    config: FinetuneConfig,
+    *,
+    output_dir: Path,
+    tracking_uri: str,
+    artifact_location: str | None = None,
+    run_name: str | None = None,
+) -> FinetuneResult:
+    """Finetune on the ``train`` rows, then score ``tuning`` and ``held_out``; log to MLflow.
+
+    Returns the saved :class:`FinetunedModel` directory (its thresholds maximize F1 on
+    ``tuning``) and the predictions that evaluation compares against the baselines.
+    """
+    L.seed_everything(config.seed, workers=True)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train = SequenceDataset(label_sequences, splits=["train"], tasks=config.tasks)
+    if len(train) == 0:
+        raise ValueError(
+            f"{label_sequences} holds no train-split label sequence for {config.tasks}"
+        )
+    tasks = sorted(set(train.tasks))
+    pretrained = EHRMambaForPretraining.from_pretrained(pretrained_dir)
+    model = EHRMambaForMultitask.from_pretraining(pretrained)
+    module = FinetuningModule(model, config)
+
+    weights = sample_weights(train.tasks, train.labels, config.balance)
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = WeightedRandomSampler(weights, num_samples=len(train), generator=generator)
+    loader = DataLoader(
+        train, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_sequences
+    )
+    logger = MLFlowLogger(
+        experiment_name=config.experiment,
+        tracking_uri=tracking_uri,
+        run_name=run_name or config.name,
+        artifact_location=artifact_location or (output_dir / "mlflow-artifacts").resolve().as_uri(),
+        log_model=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        max_steps=config.max_steps,
+        accelerator=config.accelerator,
+        devices=1,
+        precision=_precision(config.accelerator),
+        gradient_clip_val=config.gradient_clip_val,
+        logger=logger,
+        log_every_n_steps=config.log_every_n_steps,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    positives = {
+        t: int(sum(lab for tk, lab in zip(train.tasks, train.labels, strict=True) if tk == t))
+        for t in tasks
+    }
+    logger.log_hyperparams(
+        {
+            **{f"finetune.{k}": v for k, v in asdict(config).items()},
+            **{f"model.{k}": v for k, v in model.config.to_dict().items() if k != "extra"},
+            "vocab.version": vocab.version,
+            "data.train_sequences": len(train),
+            **{f"data.train_positives.{t}": n for t, n in positives.items()},
+        }
+    )
+    trainer.fit(module, train_dataloaders=loader)
+
+    model = module.model.cpu().eval()
+    frames = []
+    for split in ("tuning", "held_out"):
+        ds = SequenceDataset(label_sequences, splits=[split], tasks=tasks)
+        if len(ds):
+            scores = predict_sequences(model, ds, batch_size=config.eval_batch_size)
+            frames.append(predictions_frame(ds, scores, config.name))
+    predictions = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+    )
+    tuning = predictions[predictions["split"] == "tuning"]
+    thresholds = {
+        task: best_f1_threshold(g["label"].to_numpy(), g["score"].to_numpy())
+        for task, g in tuning.groupby("task")
+    }
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics |= _task_metrics(predictions, thresholds)
+    aurocs = [v for k, v in metrics.items() if k.startswith("held_out.auroc.")]
+    if aurocs:
+        metrics["held_out.auroc.mean"] = float(np.mean(aurocs))
+
+    run_id = logger.run_id
+    bundle = FinetunedModel(
+        model,
+        vocab,
+        FinetuneSettings(
+            tasks=tasks,
+            max_len=max(len(x) for x in train._cols["input_ids"]),
+            task_token_position=vocab.config.task_token_position,
+            thresholds=thresholds,
+            version=run_id,
+        ),
+    )
+    bundle_dir = bundle.save(output_dir / BUNDLE_ARTIFACT)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    for name, value in metrics.items():
+        if math.isfinite(value):
+            client.log_metric(run_id, name, value)
+    client.log_artifacts(run_id, str(bundle_dir), BUNDLE_ARTIFACT)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "predictions.parquet"
+        predictions.to_parquet(path, index=False)
+        client.log_artifact(run_id, str(path))
+        summary = Path(tmp) / "finetuning.json"
+        summary.write_text(
+            json.dumps(
+                {"metrics": metrics, "thresholds": thresholds, "config": asdict(config)}, indent=2
+            )
+        )
+        client.log_artifact(run_id, str(summary))
+    return FinetuneResult(
+        run_id=run_id,
+        bundle_dir=bundle_dir,
+        metrics=metrics,
+        predictions=predictions,
+        thresholds=thresholds,
+    )
+
+
+def load_finetuned_from_mlflow(run_id: str, tracking_uri: str) -> FinetunedModel:
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    local = Path(tempfile.mkdtemp(prefix="ehrmamba-finetuned-"))
+    return FinetunedModel.load(client.download_artifacts(run_id, BUNDLE_ARTIFACT, str(local)))

@@ -1,0 +1,176 @@
+"""Multitask prompted finetuning: balancing, one model for all tasks, the bundle, and parity
+between the batch scoring path and the one-patient path that serving uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from ehrmamba.fhir import ingest
+from ehrmamba.finetune import FinetunedModel
+from ehrmamba.finetune.train import (
+    FinetuneConfig,
+    best_f1_threshold,
+    finetune,
+    load_finetuned_from_mlflow,
+    sample_weights,
+)
+from ehrmamba.model import EHRMambaConfig, EHRMambaForMultitask, EHRMambaForPretraining
+from ehrmamba.synth import write_cohort
+from ehrmamba.tokenize import (
+    LabelSample,
+    TokenizerConfig,
+    fit_vocabulary,
+    write_label_sequences,
+)
+from orchestration.dbt_project import run_dbt
+
+TASKS = ["mortality_1m", "readmission_1m", "hypertension_1y"]
+MAX_LEN = 96
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    write_cohort(root / "fhir", 60, seed=5)
+    ingest(root / "fhir", root / "w.duckdb")
+    proc = run_dbt(["build", "--quiet"], duckdb_path=root / "w.duckdb", target_path=root / "t")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    with duckdb.connect(str(root / "w.duckdb")) as con:
+        vocab = fit_vocabulary(con, TokenizerConfig(max_len=MAX_LEN))
+        labels = write_label_sequences(
+            con,
+            vocab,
+            root / "seq",
+            TASKS,
+            max_len=MAX_LEN,
+            sample=LabelSample({"train": 60, "tuning": 30, "held_out": 30}, 0.5),
+        )
+    torch.manual_seed(0)
+    pretrained = EHRMambaForPretraining(
+        EHRMambaConfig.preset("tiny", vocab_size=len(vocab.tokens), dropout=0.0)
+    )
+    pretrained_dir = pretrained.save_pretrained(root / "pretrained")
+    return root, vocab, labels, pretrained_dir
+
+
+def _tracking(tmp_path: Path) -> dict[str, str]:
+    return {
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "artifact_location": (tmp_path / "artifacts").as_uri(),
+    }
+
+
+def test_balancing_weights() -> None:
+    tasks = ["a", "a", "a", "b"]
+    labels = [0.0, 0.0, 1.0, 1.0]
+    assert np.allclose(sample_weights(tasks, labels, "none"), 1)
+    w = sample_weights(tasks, labels, "tasks")
+    assert np.isclose(w[:3].sum(), w[3]) and np.isclose(w.sum(), 4)
+    w = sample_weights(tasks, labels, "tasks_and_labels")
+    # each (task, label) group gets the same total weight
+    assert np.isclose(w[:2].sum(), w[2]) and np.isclose(w[2], w[3])
+    with pytest.raises(ValueError, match="balance must be"):
+        FinetuneConfig(balance="labels")  # type: ignore[arg-type]
+
+
+def test_best_f1_threshold_on_a_hand_built_case() -> None:
+    y = np.array([0, 0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.9])
+    # >= 0.35 gives TP 3, FP 1 -> F1 .857; >= 0.4: TP 2 FP 1 -> .667; >= 0.9: .5
+    assert best_f1_threshold(y, s) == pytest.approx(0.35)
+    assert best_f1_threshold(np.zeros(3), np.array([0.1, 0.2, 0.3])) == 0.5
+
+
+def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, tmp_path) -> None:
+    root, vocab, labels, pretrained_dir = corpus
+    config = FinetuneConfig(max_epochs=2, batch_size=8, learning_rate=1e-3, progress_bar=False)
+    result = finetune(
+        labels, vocab, pretrained_dir, config, output_dir=tmp_path / "out", **_tracking(tmp_path)
+    )
+    table = pq.read_table(labels).to_pandas()
+    preds = result.predictions
+    evaluated = table[table.split.isin(["tuning", "held_out"])]
+    assert len(preds) == len(evaluated)
+    assert set(preds.task) == set(TASKS) and set(preds.split) == {"tuning", "held_out"}
+    assert preds.score.between(0, 1).all() and preds.model.eq("ehrmamba-mtf").all()
+    assert set(result.thresholds) == set(TASKS)
+
+    bundle = FinetunedModel.load(result.bundle_dir)
+    assert bundle.settings.version == result.run_id and bundle.tasks == sorted(TASKS)
+    logged = load_finetuned_from_mlflow(result.run_id, _tracking(tmp_path)["tracking_uri"])
+    assert logged.vocab.version == vocab.version
+
+    # the one-patient path (serving) scores a record exactly as the batch path did
+    with duckdb.connect(str(root / "w.duckdb"), read_only=True) as con:
+        for row in preds[preds.split == "held_out"].head(6).itertuples():
+            events = con.execute(
+                "SELECT * FROM marts.meds_events WHERE subject_id = ?", [int(row.subject_id)]
+            ).df()
+            got = bundle.predict_events(
+                events, prediction_time=row.prediction_time, tasks=[row.task]
+            )
+            assert got.risks[row.task] == pytest.approx(row.score, rel=1e-4, abs=1e-6)
+
+    run = mlflow.MlflowClient(_tracking(tmp_path)["tracking_uri"]).get_run(result.run_id)
+    assert run.data.params["finetune.balance"] == "tasks"
+    assert "held_out.auroc.mean" in run.data.metrics or not any(
+        k.startswith("held_out.auroc.") for k in result.metrics
+    )
+
+
+def test_shared_state_scoring_equals_one_scan_per_task(corpus) -> None:
+    _, vocab, _, pretrained_dir = corpus
+    torch.manual_seed(1)
+    model = EHRMambaForMultitask.from_pretraining(
+        EHRMambaForPretraining.from_pretrained(pretrained_dir)
+    ).eval()
+    from ehrmamba.finetune import FinetuneSettings
+
+    events = pd.DataFrame(
+        {
+            "subject_id": 1,
+            "time": pd.to_datetime(
+                ["1960-01-01", "2020-01-01", "2020-01-01", "2020-01-03", "2020-02-01"]
+            ),
+            "code": [
+                "MEDS_BIRTH",
+                "VISIT/inpatient",
+                "SNOMED/38341003",
+                "VISIT_END/inpatient",
+                "LOINC/2160-0",
+            ],
+            "numeric_value": [None, None, None, None, 1.1],
+            "unit": [None, None, None, None, "mg/dL"],
+            "visit_id": [None, "v1", "v1", "v1", None],
+            "event_type": ["birth", "visit_start", "condition", "visit_end", "lab"],
+        }
+    )
+    end = FinetunedModel(model, vocab, FinetuneSettings(tasks=TASKS, max_len=MAX_LEN))
+    start = FinetunedModel(
+        model, vocab, FinetuneSettings(tasks=TASKS, max_len=MAX_LEN, task_token_position="start")
+    )
+    shared = end.predict_events(events).risks
+    # a full forward per task with the task token appended gives the same risks
+    from ehrmamba.tokenize import tokenize_events
+
+    for task in TASKS:
+        seq = tokenize_events(events, vocab, task=task, max_len=MAX_LEN)
+        batch = {
+            k: torch.as_tensor(v)
+            .unsqueeze(0)
+            .to(torch.float32 if v.dtype.kind == "f" else torch.long)
+            for k, v in seq.items()
+        }
+        want = torch.sigmoid(model(**batch).logits).item()
+        assert shared[task] == pytest.approx(want, rel=1e-5)
+    assert set(start.predict_events(events).risks) == set(TASKS)
+    with pytest.raises(ValueError, match="unknown task"):
+        end.predict_events(events, tasks=["nope"])
