@@ -7,7 +7,7 @@ the platform at another dataset or another home is a change of environment, neve
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_HOME = Path(".ehrmamba")
@@ -36,6 +36,14 @@ class Settings:
     synth_seed: int = DEFAULT_SYNTH_SEED
     duckdb_threads: int | None = None
     duckdb_memory_limit: str = "4GB"
+    # A FHIR server to pull from with Bulk Data $export (replaces fhir_source when set); auth is
+    # a static bearer token, or SMART Backend Services (client id + private key PEM).
+    fhir_server_url: str | None = None
+    fhir_server_token: str | None = field(default=None, repr=False)
+    fhir_server_client_id: str | None = None
+    fhir_server_private_key: Path | None = None
+    fhir_server_token_url: str | None = None
+    fhir_server_scope: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -50,6 +58,12 @@ class Settings:
             synth_seed=int(env.get("EHRMAMBA_SYNTH_SEED") or DEFAULT_SYNTH_SEED),
             duckdb_threads=int(threads) if threads else None,
             duckdb_memory_limit=env.get("EHRMAMBA_DUCKDB_MEMORY_LIMIT") or "4GB",
+            fhir_server_url=env.get("EHRMAMBA_FHIR_SERVER_URL", "").strip() or None,
+            fhir_server_token=env.get("EHRMAMBA_FHIR_SERVER_TOKEN", "").strip() or None,
+            fhir_server_client_id=env.get("EHRMAMBA_FHIR_SERVER_CLIENT_ID", "").strip() or None,
+            fhir_server_private_key=_env_path("EHRMAMBA_FHIR_SERVER_PRIVATE_KEY", env),
+            fhir_server_token_url=env.get("EHRMAMBA_FHIR_SERVER_TOKEN_URL", "").strip() or None,
+            fhir_server_scope=env.get("EHRMAMBA_FHIR_SERVER_SCOPE", "").strip() or None,
         )
 
     def with_home(self, home: Path) -> Settings:
@@ -58,6 +72,11 @@ class Settings:
     @property
     def duckdb_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def fhir_landing_dir(self) -> Path:
+        """Where pulls from the FHIR server land, one directory per export."""
+        return self.home / "landing" / "fhir-server"
 
     @property
     def mlflow_dir(self) -> Path:
