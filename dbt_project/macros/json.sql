@@ -62,3 +62,18 @@
 {% macro default__json_array_ordinals(json_expr, path) -%}
   generate_subscripts(json_extract({{ json_expr }}, '{{ path }}[*]'), 1)
 {%- endmacro %}
+
+{#-
+  The JSON at `path` as an array: an object is wrapped in a one-element array, an array is
+  returned as is, anything else (absent, scalar) gives NULL. Lets a single Coding (an R4
+  Encounter.class) be read like the codings list of a CodeableConcept.
+-#}
+{% macro json_as_array(json_expr, path) -%}
+  {{ return(adapter.dispatch('json_as_array', 'ehrmamba')(json_expr, path)) }}
+{%- endmacro %}
+{% macro default__json_as_array(json_expr, path) -%}
+  case json_type(json_extract({{ json_expr }}, '{{ path }}'))
+    when 'OBJECT' then json_array(json_extract({{ json_expr }}, '{{ path }}'))
+    when 'ARRAY' then json_extract({{ json_expr }}, '{{ path }}')
+  end
+{%- endmacro %}

@@ -16,6 +16,8 @@ extracted as (
       {{ json_str('resource', '$.class.display') }},
       {{ json_str('resource', '$.class[0].coding[0].display') }}
     ) as class_display,
+    -- the class as a codings list: what a folded ICU / ED part contributes as its event
+    {{ json_as_array('resource', '$.class') }} as class_codings,
     {{ json_get('resource', '$.type[0].coding') }} as type_codings,
     {{ json_str('resource', '$.type[0].coding[0].system') }} as type_system,
     {{ json_str('resource', '$.type[0].coding[0].code') }} as type_code,
@@ -28,6 +30,8 @@ extracted as (
       {{ json_str('resource', '$.period.end') }},
       {{ json_str('resource', '$.actualPeriod.end') }}
     ) as end_raw,
+    -- the encounter this one is part of (MIMIC: an ICU or ED stay within a hospital stay)
+    {{ json_str('resource', '$.partOf.reference') }} as part_of_ref,
     source_file,
     full_url
   from src
@@ -43,6 +47,7 @@ select
   e.status,
   e.class_code,
   e.class_display,
+  e.class_codings,
   case
     when e.class_code is null and e.class_display is null then 'unknown'
     else coalesce(by_code.visit_type, by_display.visit_type, 'other')
@@ -53,6 +58,7 @@ select
   e.type_text,
   {{ fhir_timestamp('e.start_raw') }} as start_time,
   {{ fhir_timestamp('e.end_raw') }} as end_time,
+  e.part_of_ref,
   e.source_file,
   e.full_url
 from extracted as e

@@ -70,14 +70,25 @@ immunizations as (
   where coalesce(status, '') not in ('entered-in-error', 'not-done')
 ),
 
+-- A visit's own encounter contributes its type; an encounter folded into another's visit (an
+-- ICU or ED stay within a hospital stay) its class (ACTCODE/ACUTE, ACTCODE/EMER), which says
+-- more about the stay than its generic type.
 encounter_types as (
   select
-    {{ dbt.concat(["'Encounter/'", "encounter_id"]) }}, 'Encounter', patient_id,
-    start_time, 'encounter_type', encounter_id, type_codings, type_text,
+    {{ dbt.concat(["'Encounter/'", "e.encounter_id"]) }}, 'Encounter', e.patient_id,
+    e.start_time, 'encounter_type', e.encounter_id,
+    case when coalesce(ev.is_part, false) then e.class_codings else e.type_codings end,
+    case when coalesce(ev.is_part, false) then e.class_display else e.type_text end,
     null, null, null, null, null
-  from {{ ref('stg_fhir__encounters') }}
-  where coalesce(status, '') not in ('entered-in-error', 'cancelled')
-    and (type_codings is not null or type_text is not null)
+  from {{ ref('stg_fhir__encounters') }} as e
+  left join {{ ref('int_fhir__encounter_visits') }} as ev on ev.encounter_id = e.encounter_id
+  where coalesce(e.status, '') not in ('entered-in-error', 'cancelled')
+    and (
+      case when coalesce(ev.is_part, false) then e.class_codings else e.type_codings end
+        is not null
+      or case when coalesce(ev.is_part, false) then e.class_display else e.type_text end
+        is not null
+    )
 )
 
 select * from conditions

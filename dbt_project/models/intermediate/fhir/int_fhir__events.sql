@@ -1,16 +1,26 @@
 {#-
   The MEDS events of the FHIR source, with the FHIR patient id: demographics from Patient,
-  visit start/end and encounter type from Encounter, one event per clinical fact.
+  visit start/end from the visits of int_fhir__encounter_visits (ICU / ED stays partOf a
+  hospital stay are folded into it), encounter types, one event per clinical fact.
 -#}
 with patients as (
   select * from {{ ref('stg_fhir__patients') }}
 ),
 
+encounter_visits as (
+  select * from {{ ref('int_fhir__encounter_visits') }}
+),
+
+-- one row per visit: its top-level encounter, spanning the encounters folded into it
 visits as (
-  select *
-  from {{ ref('stg_fhir__encounters') }}
-  where coalesce(status, '') not in ('entered-in-error', 'cancelled')
-    and start_time is not null
+  select
+    visit_id as encounter_id,
+    patient_id,
+    visit_type,
+    visit_start_time as start_time,
+    visit_end_time as end_time
+  from encounter_visits
+  where not is_part
 ),
 
 facts as (
@@ -73,12 +83,12 @@ events as (
     cast(f.numeric_value as {{ dbt.type_float() }}),
     coalesce(vc.code, f.value_code_text, f.value_text),
     f.unit,
-    v.encounter_id,
+    ev.visit_id,
     f.event_type
   from facts as f
   left join codes as c on c.fact_id = f.fact_id
   left join value_codes as vc on vc.fact_id = f.fact_id
-  left join visits as v on v.encounter_id = f.encounter_id
+  left join encounter_visits as ev on ev.encounter_id = f.encounter_id
 )
 
 select
