@@ -8,7 +8,9 @@ import dagster as dg
 
 from ehrmamba.settings import Settings
 from orchestration.assets import ingestion, meds, modeling, normalization, validation
+from orchestration.assets.ingestion_fhir_server import raw_fhir_resources_from_server
 from orchestration.resources import build_resources
+from orchestration.sensors_fhir_server import fhir_server_definitions
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -20,13 +22,16 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     else:
         source_assets = [ingestion.raw_fhir_resources]
         source_checks = [ingestion.raw_fhir_resources_contract]
+    pull_from_server = bool(settings.fhir_server_url) and not settings.meds_source
+    if pull_from_server:  # a live FHIR server ($export) replaces files as the FHIR source
+        source_assets = [raw_fhir_resources_from_server]
     main_job = dg.define_asset_job(
         "ehrmamba_main",
         selection=dg.AssetSelection.all(),
         description="FHIR source to deployable model: every asset of the platform, in order.",
         executor_def=dg.in_process_executor,  # one DuckDB writer at a time
     )
-    return dg.Definitions(
+    platform = dg.Definitions(
         assets=[
             *source_assets,
             normalization.build_dbt_assets(events_source),
@@ -44,6 +49,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         jobs=[main_job],
         resources={**build_resources(settings), "dbt": normalization.build_dbt_resource()},
     )
+    if pull_from_server:
+        return dg.Definitions.merge(platform, fhir_server_definitions())
+    return platform
 
 
 defs = build_definitions()
