@@ -10,6 +10,8 @@ from ehrmamba.settings import Settings
 from orchestration.assets import ingestion, meds, modeling, normalization, validation
 from orchestration.assets.ingestion_fhir_server import raw_fhir_resources_from_server
 from orchestration.resources import build_resources
+from orchestration.schedules import schedule_definitions
+from orchestration.sensors import automation_definitions, fhir_landing_definitions
 from orchestration.sensors_fhir_server import fhir_server_definitions
 
 
@@ -49,9 +51,12 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         jobs=[main_job],
         resources={**build_resources(settings), "dbt": normalization.build_dbt_resource()},
     )
+    automation = [schedule_definitions(), automation_definitions()]
     if pull_from_server:
-        return dg.Definitions.merge(platform, fhir_server_definitions())
-    return platform
+        return dg.Definitions.merge(platform, fhir_server_definitions(), *automation)
+    if not settings.meds_source:  # FHIR files: watch the landing directory
+        automation.append(fhir_landing_definitions())
+    return dg.Definitions.merge(platform, *automation)
 
 
 defs = build_definitions()

@@ -53,6 +53,11 @@ class PretrainConfig:
     seed: int = 0
     num_workers: int = 0
     accelerator: str = "auto"
+    # Lightning's multi-process training: devices per node, "ddp"/"fsdp" under torchrun (or
+    # "ddp_spawn" from a plain process), nodes; on a CPU each device is one gloo process.
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
     log_every_n_steps: int = 10
     keep_checkpoints: int = 2
     progress_bar: bool = True
@@ -97,8 +102,13 @@ class PretrainingModule(L.LightningModule):
         self._val_tokens += tokens
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_tokens:
-            loss = self._val_loss_sum / self._val_tokens
+        # with several processes each saw a shard of the tuning set: sum over all of them
+        totals = torch.tensor(
+            [self._val_loss_sum, float(self._val_tokens)], dtype=torch.float64, device=self.device
+        )
+        loss_sum, tokens = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
+        if tokens:
+            loss = loss_sum / tokens
             self.log("tuning_loss", loss, prog_bar=True)
             self.log("tuning_perplexity", math.exp(min(loss, 50.0)), prog_bar=True)
         self._val_loss_sum, self._val_tokens = 0.0, 0
@@ -218,7 +228,9 @@ def pretrain(
         max_epochs=config.max_epochs,
         max_steps=config.max_steps,
         accelerator=config.accelerator,
-        devices=1,
+        devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
         precision=_precision(config.accelerator),
         gradient_clip_val=config.gradient_clip_val,
         logger=logger,
@@ -248,6 +260,11 @@ def pretrain(
     if len(tuning):
         metrics["unigram_perplexity"] = unigram_perplexity(train, tuning, len(vocab.tokens))
     model_dir = output_dir / "model"
+    if not trainer.is_global_zero:
+        # under DDP every rank holds the same model; rank 0 alone saves and logs it
+        return PretrainResult(
+            run_id="", model_dir=model_dir, checkpoint=None, epoch_checkpoints=[], metrics=metrics
+        )
     module.model.save_pretrained(model_dir)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     run_id = logger.run_id

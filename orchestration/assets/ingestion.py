@@ -96,6 +96,7 @@ def raw_fhir_resources(
 @dg.asset_check(
     asset=RAW_FHIR,
     blocking=True,
+    pool="duckdb_writer",
     description="One row per (resource_type, id), "
     "every non-Patient resource has a subject, rows read balance.",
 )

@@ -5,6 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 from ehrmamba.meds_io import export_meds, import_meds
 from orchestration.assets.validation import EVENTS, SPLITS, label_models
+from orchestration.policies import FOLLOW_UPSTREAM
 from orchestration.resources import PlatformSettings
 
 MEDS_IMPORT = dg.AssetKey(["raw", "meds_events_import"])
@@ -19,6 +20,8 @@ def build_meds_dataset(events_source: str = "fhir") -> dg.AssetsDefinition:
         kinds={"parquet"},
         deps=[EVENTS, SPLITS, dg.AssetKey(["marts", "meds_codes"])]
         + [dg.AssetKey(["marts", m]) for m in label_models(events_source)],
+        automation_condition=FOLLOW_UPSTREAM,
+        pool="duckdb_writer",
         description="The event store and task labels as a MEDS dataset directory "
         "(data/*.parquet, metadata/, labels/<task>/), validated against the meds schemas.",
     )

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from typing import Literal
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -15,6 +16,8 @@ from ehrmamba.tokenize import (
 )
 from ehrmamba.train import PretrainConfig, pretrain
 from orchestration.assets.validation import EVENTS, SPLITS
+from orchestration.pipes_training import pretrain_with_torchrun
+from orchestration.policies import FOLLOW_UPSTREAM, GPU_TRAINING_TAGS, TRAINING_RETRY
 from orchestration.resources import PlatformSettings
 
 VOCABULARY = dg.AssetKey(["tokenization", "vocabulary"])
@@ -34,13 +37,20 @@ class TokenizerRunConfig(dg.Config):
 class PretrainRunConfig(dg.Config):
     """Launchpad-editable pretraining settings; the defaults fit the CPU demo budget."""
 
-    preset: str = "small"
+    preset: Literal["tiny", "small", "paper", "long"] = "small"
     max_epochs: int = 1
     max_steps: int = 100
     batch_size: int = 4
     learning_rate: float = 1e-3
     warmup_ratio: float = 0.1
     seed: int = 0
+    launcher: Literal["in_process", "torchrun"] = "in_process"
+    """``torchrun``: train in ``devices`` processes launched through Dagster Pipes (DDP)."""
+    devices: int = 1
+    """GPUs (or CPU processes) per node; more than one needs ``launcher: torchrun``."""
+    strategy: str = "auto"
+    """Lightning strategy: ``auto`` (``ddp`` under torchrun with several devices), ``fsdp``."""
+    num_nodes: int = 1
 
 
 def _vocab_path(platform: PlatformSettings):
@@ -52,6 +62,8 @@ def _vocab_path(platform: PlatformSettings):
     group_name="tokenization",
     kinds={"python"},
     deps=[EVENTS, SPLITS],
+    automation_condition=FOLLOW_UPSTREAM,
+    pool="duckdb_writer",
     description="Token vocabulary with lab-value quantile bins fitted on the train split only; "
     "saved as a versioned JSON artifact.",
 )
@@ -86,6 +98,8 @@ def vocabulary(
     group_name="tokenization",
     kinds={"parquet"},
     deps=[VOCABULARY],
+    automation_condition=FOLLOW_UPSTREAM,
+    pool="duckdb_writer",
     description="One token sequence per subject (with time, age, visit order and segment), "
     "truncated to the most recent tokens of the model's context.",
 )
@@ -121,6 +135,8 @@ def pretraining_sequences(
     group_name="training",
     kinds={"pytorch", "mlflow"},
     deps=[SEQUENCES],
+    retry_policy=TRAINING_RETRY,
+    op_tags=GPU_TRAINING_TAGS,
     description="EHRMamba pretrained by next-token prediction (padding ignored), "
     "logged to MLflow with its vocabulary and tuning perplexity.",
 )
@@ -139,7 +155,21 @@ def pretrained_model(
         seed=config.seed,
         progress_bar=False,
         model_overrides={"max_seq_length": vocab.config.max_len},
+        devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
     )
+    if config.launcher == "torchrun":
+        return pretrain_with_torchrun(
+            context,
+            train_config,
+            sequences=settings.artifacts_dir / "sequences" / "pretraining.parquet",
+            vocabulary=_vocab_path(platform),
+            output_dir=settings.artifacts_dir / "pretraining" / context.run.run_id,
+            tracking_uri=settings.mlflow_tracking_uri,
+            artifact_location=settings.mlflow_artifact_location,
+            run_name=f"dagster-{context.run.run_id[:8]}",
+        )
     result = pretrain(
         settings.artifacts_dir / "sequences" / "pretraining.parquet",
         vocab,

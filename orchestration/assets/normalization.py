@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from orchestration.dbt_project import DBT_PROJECT_DIR, ensure_manifest
+from orchestration.policies import DBT_RETRY, FOLLOW_UPSTREAM
 from orchestration.resources import PlatformSettings
 
 
@@ -48,8 +49,46 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
             return _group(dbt_resource_props)
         return super().get_group_name(dbt_resource_props)
 
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        # models follow their upstream; seeds change only with the code
+        return FOLLOW_UPSTREAM if dbt_resource_props["resource_type"] == "model" else None
+
 
 TRANSLATOR = PlatformDbtTranslator()
+
+
+# failures that pass on their own: another process holds the DuckDB file
+_TRANSIENT = ("Could not set lock on file", "Conflicting lock", "database is locked")
+
+
+def _build_failure(invocation: DbtCliInvocation) -> dg.Failure:
+    """Why ``dbt build`` failed, in words; retried only when the cause is transient."""
+    results = invocation.get_artifact("run_results.json").get("results", [])
+    failed = [r for r in results if r.get("status") in ("fail", "error")]
+    tests = sorted(r["unique_id"].split(".")[2] for r in failed if r["status"] == "fail")
+    errors = [
+        f"{r['unique_id'].split('.')[2]}: {r.get('message')}"
+        for r in failed
+        if r["status"] == "error"
+    ]
+    transient = any(t in str(r.get("message")) for r in failed for t in _TRANSIENT)
+    reason = "; ".join(
+        part
+        for part in (
+            f"{len(tests)} blocking dbt test(s) failed: {', '.join(tests)}" if tests else "",
+            f"{len(errors)} node(s) errored: {' | '.join(errors)}" if errors else "",
+        )
+        if part
+    )
+    error = invocation.get_error()
+    return dg.Failure(
+        description=f"dbt build failed ({reason or 'see the dbt log'}); what depends on it "
+        f"was skipped and nothing after dbt runs.\n\n{error.description if error else ''}",
+        metadata={"failed_tests": tests, "errored_nodes": errors, "retryable": transient},
+        allow_retries=transient,
+    )
 
 
 class DbtBuildConfig(dg.Config):
@@ -65,6 +104,7 @@ def build_dbt_assets(events_source: str = "fhir") -> dg.AssetsDefinition:
         manifest=ensure_manifest(events_source),
         dagster_dbt_translator=TRANSLATOR,
         pool="duckdb_writer",
+        retry_policy=DBT_RETRY,
     )
     def dbt_models(
         context: dg.AssetExecutionContext,
@@ -77,11 +117,15 @@ def build_dbt_assets(events_source: str = "fhir") -> dg.AssetsDefinition:
         os.environ["EHRMAMBA_DUCKDB_PATH"] = str(duckdb.database)
         settings = platform.settings()
         dbt_vars = {**config.vars, "events_source": events_source}
-        yield from dbt.cli(
+        invocation = dbt.cli(
             ["build", "--vars", json.dumps(dbt_vars)],
             context=context,
             target_path=settings.home.resolve() / "dbt_runs" / context.run.run_id,
-        ).stream()
+            raise_on_error=False,
+        )
+        yield from invocation.stream()
+        if not invocation.is_successful():
+            raise _build_failure(invocation)
 
     return dbt_models
 

@@ -55,6 +55,7 @@ def _result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
     asset=EVENTS,
     additional_deps=[SUBJECTS, LAB_RANGES],
     blocking=True,
+    pool="duckdb_writer",
     description="GX: code format, no event before birth or after death, lab values in range.",
 )
 def meds_events_expectations(duckdb: DuckDBResource) -> dg.AssetCheckResult:
@@ -65,6 +66,7 @@ def meds_events_expectations(duckdb: DuckDBResource) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=SPLITS,
     blocking=True,
+    pool="duckdb_writer",
     description="GX: only train/tuning/held_out, in 80/10/10 proportions within sampling noise.",
 )
 def subject_splits_expectations(duckdb: DuckDBResource) -> dg.AssetCheckResult:
@@ -94,6 +96,7 @@ def _label_check(model: str) -> dg.AssetChecksDefinition:
         asset=key,
         name=f"{model}_expectations",
         blocking=True,
+        pool="duckdb_writer",
         description="GX: labels complete, prevalence within plausible bounds.",
     )
     def _check(duckdb: DuckDBResource) -> dg.AssetCheckResult:
