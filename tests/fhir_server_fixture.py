@@ -146,6 +146,16 @@ class SekmetServer:
             raise RuntimeError(f"transaction failed: {response.status_code} {response.text[:500]}")
         return response.json()
 
+    def put_resources(self, resources: list[dict]) -> dict:
+        """Create or update resources with their own ids, in one transaction."""
+        entries = [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ]
+        return self.post_transaction(
+            {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        )
+
     def load_ndjson_dir(self, directory: Path, batch: int = 1000) -> Counter[str]:
         """PUT every resource of a Bulk NDJSON directory (ids kept), in transactions."""
         files = sorted(
@@ -158,20 +168,7 @@ class SekmetServer:
             with opener(path, "rt") as fh:
                 resources = [json.loads(line) for line in fh if line.strip()]
             for i in range(0, len(resources), batch):
-                chunk = resources[i : i + batch]
-                self.post_transaction(
-                    {
-                        "resourceType": "Bundle",
-                        "type": "transaction",
-                        "entry": [
-                            {
-                                "resource": r,
-                                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-                            }
-                            for r in chunk
-                        ],
-                    }
-                )
+                self.put_resources(resources[i : i + batch])
             loaded.update(r["resourceType"] for r in resources)
         return loaded
 
