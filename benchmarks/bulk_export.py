@@ -1,0 +1,134 @@
+"""Bulk Data ``$export`` download speed: this project's client beside plain ``curl``, same files.
+
+    .venv/bin/python benchmarks/bulk_export.py [--patients 25] [--repeats 5]
+
+A real ``sekmet`` FHIR server (the test suite's launcher) is started on a free localhost port and
+loaded with the largest Synthea patients of ``../shared/data/synthea-r4`` by transaction
+POSTs (the server indexes a few hundred resources a second, which bounds the size). One export
+of the types the pipeline lands is kicked off and polled to completion; then the files of that
+one manifest are downloaded again and again, alternating between:
+
+- ``BulkExportClient.download``, one file at a time and four at a time (streamed to disk, lines
+  counted against the manifest, staging directory renamed into place);
+- ``curl``: one process fetching every URL over one connection, and ``curl --parallel`` with
+  four at a time (writes the bytes, checks nothing).
+
+MB/s is megabytes on disk (10^6 bytes) per wall-clock second; each figure is the median of the
+repeats. Client and server share the machine's cores, so the ratio within one run is what
+carries over, not the absolute figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the sekmet launcher lives with the tests
+
+from ehrmamba.fhir.bulk_export import BulkExportClient, ExportRequest  # noqa: E402
+from ehrmamba.fhir.smart_auth import BearerToken  # noqa: E402
+from tests.fhir_server_fixture import running_server, synthea_files  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "synthea-r4"
+
+
+def largest_patients(data: Path, n: int) -> list[Path]:
+    """The shared organisation/practitioner Bundles, then the ``n`` largest patient Bundles."""
+    info = synthea_files(data, 0)
+    people = sorted(
+        (p for p in data.glob("*.json.gz") if p not in info), key=lambda p: -p.stat().st_size
+    )
+    return info + people[:n]
+
+
+def time_client(client: BulkExportClient, manifest: dict, out: Path, workers: int) -> float:
+    client.workers = workers
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    client.download(manifest, out)
+    return time.perf_counter() - started
+
+
+def time_curl(urls: list[str], token: str, out: Path, parallel: int) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cmd = ["curl", "--silent", "--no-progress-meter", "--fail"]
+    cmd += ["--header", f"Authorization: Bearer {token}"]
+    if parallel > 1:
+        cmd += ["--parallel", "--parallel-max", str(parallel)]
+    for i, url in enumerate(urls):
+        cmd += ["--output", str(out / f"{i}.ndjson"), url]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--patients", type=int, default=25, help="the N largest Bundles")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
+        work = Path(tmp)
+        with running_server(work / "sekmet") as server:
+            started = time.perf_counter()
+            loaded = server.load_bundles(largest_patients(args.data, args.patients))
+            load_s = time.perf_counter() - started
+            print(f"loaded {sum(loaded.values()):,} resources in {load_s:.0f}s", flush=True)
+            with BulkExportClient(server.base_url, BearerToken(server.token)) as client:
+                started = time.perf_counter()
+                status_url = client.kick_off(ExportRequest())
+                manifest = client.wait(status_url)
+                prepare_s = time.perf_counter() - started
+                urls = [o["url"] for o in manifest["output"]]
+                resources = sum(int(o["count"]) for o in manifest["output"])
+                first = time_client(client, manifest, work / "client", 1)
+                size = sum(p.stat().st_size for p in (work / "client").glob("*.ndjson*"))
+                print(
+                    f"export: {resources:,} resources in {len(urls)} files, {size / 1e6:.1f} MB; "
+                    f"server prepared it in {prepare_s:.1f}s; first download {first:.2f}s",
+                    flush=True,
+                )
+                rows = {
+                    "client, 1 file at a time": [],
+                    "curl, 1 file at a time": [],
+                    "client, 4 files at a time": [],
+                    "curl --parallel, 4 at a time": [],
+                }
+                for _ in range(args.repeats):
+                    rows["client, 1 file at a time"].append(
+                        time_client(client, manifest, work / "client", 1)
+                    )
+                    rows["curl, 1 file at a time"].append(
+                        time_curl(urls, server.token, work / "curl", 1)
+                    )
+                    rows["client, 4 files at a time"].append(
+                        time_client(client, manifest, work / "client", 4)
+                    )
+                    rows["curl --parallel, 4 at a time"].append(
+                        time_curl(urls, server.token, work / "curl", 4)
+                    )
+                curl_size = sum(p.stat().st_size for p in (work / "curl").glob("*.ndjson"))
+                assert curl_size == size, (curl_size, size)  # the same bytes either way
+                client.cancel(status_url)
+    print()
+    print("| download | seconds (median) | MB/s | client / curl |")
+    print("| --- | ---: | ---: | ---: |")
+    medians = {name: statistics.median(times) for name, times in rows.items()}
+    for name, seconds in medians.items():
+        pair = "curl, 1 file at a time" if "1 file" in name else "curl --parallel, 4 at a time"
+        ratio = medians[pair] / seconds
+        print(f"| {name} | {seconds:.2f} | {size / 1e6 / seconds:.0f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
