@@ -33,6 +33,7 @@ MODELS = {
     "ehrmamba": "EHRMamba (this project, numba scan)",
     "hf_mamba_mambapy": "transformers Mamba + mambapy",
     "bert": "transformers BERT (sdpa)",
+    "bert_eager": "transformers BERT (eager attention)",
     "hf_mamba_plain": "transformers Mamba, plain fallback",
 }
 
@@ -69,7 +70,7 @@ def build(name: str, length: int):
         )
         model = MambaModel(cfg)
         return model, lambda ids: model(input_ids=ids, use_cache=False).last_hidden_state
-    if name == "bert":
+    if name in ("bert", "bert_eager"):
         from transformers import BertConfig, BertModel
 
         cfg = BertConfig(
@@ -82,6 +83,7 @@ def build(name: str, length: int):
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
         )
+        cfg._attn_implementation = "sdpa" if name == "bert" else "eager"
         model = BertModel(cfg, add_pooling_layer=False)
         return model, lambda ids: model(input_ids=ids).last_hidden_state
     raise ValueError(name)
@@ -212,8 +214,9 @@ def table(results: list[dict]) -> str:
     by = {(r["model"], r["length"]): r for r in results}
     lengths = sorted({r["length"] for r in results})
     lines = [
-        "| model | length | tokens/s | peak RSS MB (growth) | vs mambapy | vs BERT |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | length | tokens/s | peak RSS MB (growth) | vs mambapy | vs BERT sdpa "
+        "| vs BERT eager |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, label in MODELS.items():
         for length in lengths:
@@ -221,10 +224,10 @@ def table(results: list[dict]) -> str:
             if r is None:
                 continue
             if "skipped" in r:
-                lines.append(f"| {label} | {length} | skipped: {r['skipped']} | | | |")
+                lines.append(f"| {label} | {length} | skipped: {r['skipped']} | | | | |")
                 continue
             ratios = []
-            for ref in ("hf_mamba_mambapy", "bert"):
+            for ref in ("hf_mamba_mambapy", "bert", "bert_eager"):
                 other = by.get((ref, length), {})
                 if "tokens_per_s" in other:
                     ratios.append(f"{r['tokens_per_s'] / other['tokens_per_s']:.2f}x")
@@ -232,7 +235,7 @@ def table(results: list[dict]) -> str:
                     ratios.append("n/a")
             lines.append(
                 f"| {label} | {length} | {r['tokens_per_s']:.0f} | "
-                f"{r['peak_rss_mb']:.0f} ({r['peak_growth_mb']:.0f}) | {ratios[0]} | {ratios[1]} |"
+                f"{r['peak_rss_mb']:.0f} ({r['peak_growth_mb']:.0f}) | " + " | ".join(ratios) + " |"
             )
     return "\n".join(lines)
 
