@@ -14,16 +14,39 @@ from ehrmamba.settings import Settings
 def _cmd_synth(args: argparse.Namespace) -> int:
     from ehrmamba.synth import write_cohort
 
-    summary = write_cohort(
-        Path(args.out), args.patients, args.seed, fmt=args.format, progress=not args.quiet
-    )
-    total = sum(summary.resource_counts.values())
+    if args.format is None:
+        args.format = "ndjson" if args.flavour == "mimic" else "bundle"
+    if args.flavour == "mimic":
+        from ehrmamba.synth.mimic_writer import write_mimic_cohort
+
+        if args.format != "ndjson":
+            print(
+                "error: --flavour mimic writes MIMIC-IV on FHIR's NDJSON layout only; "
+                "use --format ndjson",
+                file=sys.stderr,
+            )
+            return 2
+        summary = write_mimic_cohort(
+            Path(args.out),
+            args.patients,
+            args.seed,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+        counts = summary.file_counts
+    else:
+        summary = write_cohort(
+            Path(args.out), args.patients, args.seed, fmt=args.format, progress=not args.quiet
+        )
+        counts = summary.resource_counts
+    total = sum(counts.values())
     print(
         f"wrote {summary.n_patients} patients, {total:,} resources in {len(summary.files)} "
         f"files to {args.out}"
     )
-    for rtype, count in sorted(summary.resource_counts.items()):
-        print(f"  {rtype:<20} {count:>10,}")
+    width = max(map(len, counts), default=20)
+    for name, count in sorted(counts.items()):
+        print(f"  {name:<{width}} {count:>10,}")
     return 0
 
 
@@ -161,7 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--patients", type=int, default=2000)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", required=True, help="output directory")
-    synth.add_argument("--format", choices=["bundle", "ndjson"], default="bundle")
+    synth.add_argument(
+        "--format",
+        choices=["bundle", "ndjson"],
+        default=None,
+        help="default: bundle (fhir), ndjson (mimic)",
+    )
+    synth.add_argument(
+        "--flavour",
+        choices=["fhir", "mimic"],
+        default="fhir",
+        help="fhir: Synthea-like R4; mimic: the 30-file MIMIC-IV on FHIR layout",
+    )
+    synth.add_argument("--workers", type=int, default=1, help="processes (mimic flavour)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
 
