@@ -1,6 +1,6 @@
 """Bulk Data ``$export`` download speed: this project's client beside plain ``curl``, same files.
 
-    .venv/bin/python benchmarks/bulk_export.py [--patients 25] [--repeats 5]
+    .venv/bin/python benchmarks/bulk_export.py [--patients 25] [--repeats 9]
 
 A real ``sekmet`` FHIR server (the test suite's launcher) is started on a free localhost port and
 loaded with the largest Synthea patients of ``../shared/data/synthea-r4`` by transaction
@@ -14,13 +14,16 @@ one manifest are downloaded again and again, alternating between:
   four at a time (writes the bytes, checks nothing).
 
 MB/s is megabytes on disk (10^6 bytes) per wall-clock second; each figure is the median of the
-repeats. Client and server share the machine's cores, so the ratio within one run is what
-carries over, not the absolute figure.
+repeats, run interleaved. Client and server share the machine's cores, so the ratio within one
+run is what carries over, not the absolute figure. CPU ms per MB is the downloader's own CPU
+time (this process for the client, the curl process, start-up included, for curl): what the
+download costs the machine, independent of how busy the server is.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,15 +51,24 @@ def largest_patients(data: Path, n: int) -> list[Path]:
     return info + people[:n]
 
 
-def time_client(client: BulkExportClient, manifest: dict, out: Path, workers: int) -> float:
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_client(
+    client: BulkExportClient, manifest: dict, out: Path, workers: int
+) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of this process (the server is another process)."""
     client.workers = workers
     shutil.rmtree(out, ignore_errors=True)
-    started = time.perf_counter()
+    cpu, started = _cpu(resource.RUSAGE_SELF), time.perf_counter()
     client.download(manifest, out)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu(resource.RUSAGE_SELF) - cpu
 
 
-def time_curl(urls: list[str], token: str, out: Path, parallel: int) -> float:
+def time_curl(urls: list[str], token: str, out: Path, parallel: int) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of the curl process (start-up included)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cmd = ["curl", "--silent", "--no-progress-meter", "--fail"]
@@ -65,16 +77,16 @@ def time_curl(urls: list[str], token: str, out: Path, parallel: int) -> float:
         cmd += ["--parallel", "--parallel-max", str(parallel)]
     for i, url in enumerate(urls):
         cmd += ["--output", str(out / f"{i}.ndjson"), url]
-    started = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - started
+    cpu, started = _cpu(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run(cmd, check=True)  # the sekmet child is still running: not counted
+    return time.perf_counter() - started, _cpu(resource.RUSAGE_CHILDREN) - cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--patients", type=int, default=25, help="the N largest Bundles")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
@@ -90,44 +102,39 @@ def main() -> None:
                 manifest = client.wait(status_url)
                 prepare_s = time.perf_counter() - started
                 urls = [o["url"] for o in manifest["output"]]
+                token, c_dir, curl_dir = server.token, work / "client", work / "curl"
                 resources = sum(int(o["count"]) for o in manifest["output"])
-                first = time_client(client, manifest, work / "client", 1)
-                size = sum(p.stat().st_size for p in (work / "client").glob("*.ndjson*"))
+                first, _ = time_client(client, manifest, c_dir, 1)
+                size = sum(p.stat().st_size for p in c_dir.glob("*.ndjson*"))
                 print(
                     f"export: {resources:,} resources in {len(urls)} files, {size / 1e6:.1f} MB; "
                     f"server prepared it in {prepare_s:.1f}s; first download {first:.2f}s",
                     flush=True,
                 )
-                rows = {
-                    "client, 1 file at a time": [],
-                    "curl, 1 file at a time": [],
-                    "client, 4 files at a time": [],
-                    "curl --parallel, 4 at a time": [],
+                runs = {
+                    "client, 1 file at a time": lambda: time_client(client, manifest, c_dir, 1),
+                    "curl, 1 file at a time": lambda: time_curl(urls, token, curl_dir, 1),
+                    "client, 4 files at a time": lambda: time_client(client, manifest, c_dir, 4),
+                    "curl --parallel, 4 at a time": lambda: time_curl(urls, token, curl_dir, 4),
                 }
-                for _ in range(args.repeats):
-                    rows["client, 1 file at a time"].append(
-                        time_client(client, manifest, work / "client", 1)
-                    )
-                    rows["curl, 1 file at a time"].append(
-                        time_curl(urls, server.token, work / "curl", 1)
-                    )
-                    rows["client, 4 files at a time"].append(
-                        time_client(client, manifest, work / "client", 4)
-                    )
-                    rows["curl --parallel, 4 at a time"].append(
-                        time_curl(urls, server.token, work / "curl", 4)
-                    )
-                curl_size = sum(p.stat().st_size for p in (work / "curl").glob("*.ndjson"))
+                rows: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+                for _ in range(args.repeats):  # interleaved, so load changes hit all rows
+                    for name, run in runs.items():
+                        rows[name].append(run())
+                curl_size = sum(p.stat().st_size for p in curl_dir.glob("*.ndjson"))
                 assert curl_size == size, (curl_size, size)  # the same bytes either way
                 client.cancel(status_url)
     print()
-    print("| download | seconds (median) | MB/s | client / curl |")
-    print("| --- | ---: | ---: | ---: |")
-    medians = {name: statistics.median(times) for name, times in rows.items()}
+    print("| download | seconds (median) | MB/s | vs curl | CPU ms per MB |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    medians = {name: statistics.median(w for w, _ in runs) for name, runs in rows.items()}
     for name, seconds in medians.items():
         pair = "curl, 1 file at a time" if "1 file" in name else "curl --parallel, 4 at a time"
-        ratio = medians[pair] / seconds
-        print(f"| {name} | {seconds:.2f} | {size / 1e6 / seconds:.0f} | {ratio:.2f} |")
+        cpu_ms = 1000 * statistics.median(c for _, c in rows[name]) / (size / 1e6)
+        print(
+            f"| {name} | {seconds:.3f} | {size / 1e6 / seconds:.0f} | "
+            f"{medians[pair] / seconds:.2f} | {cpu_ms:.1f} |"
+        )
 
 
 if __name__ == "__main__":
