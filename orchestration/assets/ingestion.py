@@ -114,8 +114,18 @@ def raw_fhir_resources_contract(duckdb: DuckDBResource) -> dg.AssetCheckResult:
             "SELECT count(*) FROM raw.fhir_ingested_files "
             "WHERE rows_read <> rows_landed + rows_quarantined + rows_skipped"
         ).fetchone()[0]
+    problems = [
+        f"{n:,} {what}"
+        for n, what in (
+            (duplicates, "duplicate (resource_type, id) key(s)"),
+            (no_subject, "resource(s) without a subject"),
+            (unbalanced, "file(s) whose rows read do not balance"),
+        )
+        if n
+    ]
     return dg.AssetCheckResult(
-        passed=duplicates == 0 and no_subject == 0 and unbalanced == 0,
+        passed=not problems,
+        description="; ".join(problems) or "one row per key, every resource has its subject",
         metadata={
             "duplicate_keys": duplicates,
             "resources_without_subject": no_subject,
