@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 
 from ehrmamba.evaluate import metrics as m
 from ehrmamba.evaluate.plots import plot_name, plot_reliability, plot_roc
 from ehrmamba.evaluate.report import write_report
+from ehrmamba.settings import Settings
 
 REQUIRED_COLUMNS = ("subject_id", "prediction_time", "task", "split", "label", "score", "model")
 SPLITS = ("tuning", "held_out")
@@ -372,19 +375,19 @@ def log_to_mlflow(
     """Log the metrics (``eval.<model>.<task>.<metric>``, ``eval.<model>.mean_auroc``) and the
     written report, plots and tables (under ``artifact_path``) to a run.
 
-    ``run_id`` None means the active run (``mlflow.start_run`` in the caller). ``models`` limits
-    the logged metrics (all models by default; the artifacts always show the whole comparison).
+    ``run_id`` None means the active run (``mlflow.start_run`` in the caller) and its tracking
+    URI; with a ``run_id`` and no ``tracking_uri`` the settings' store is used (never MLflow's
+    default, a database in the working directory). ``models`` limits the logged metrics (all
+    models by default; the artifacts always show the whole comparison).
     Returns the run id.
     """
-    import mlflow
-    from mlflow.entities import Metric
-
     if run_id is None:
         active = mlflow.active_run()
         if active is None:
             raise ValueError("no run_id given and no active MLflow run")
         run_id = active.info.run_id
         tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    tracking_uri = tracking_uri or Settings.from_env().mlflow_tracking_uri
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     wanted = set(models) if models is not None else None
     now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
