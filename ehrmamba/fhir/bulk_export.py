@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin
 
 import httpx
 
@@ -216,7 +216,7 @@ def _body_text(response: httpx.Response) -> str:
 
 
 def _error(response: httpx.Response, what: str) -> BulkExportError:
-    url = str(response.request.url)
+    url = unquote(str(response.request.url))  # readable: _type=A,B rather than A%2CB
     text = _body_text(response)
     message = f"{what}: HTTP {response.status_code} from {url}" + (f": {text}" if text else "")
     cls = BulkAuthError if response.status_code in (401, 403) else BulkExportError
@@ -490,7 +490,10 @@ class BulkExportClient:
             for line in response.text.splitlines():
                 if not line.strip():
                     continue
-                outcome = json.loads(line)
+                try:
+                    outcome = json.loads(line)
+                except ValueError:
+                    outcome = {"issue": [{"severity": "error", "diagnostics": line[:200]}]}
                 for issue in outcome.get("issue") or [{}]:
                     text = outcome_text({"issue": [issue]})
                     severity = issue.get("severity", "error")
@@ -531,12 +534,9 @@ class BulkExportClient:
                 per_type[rtype] += 1
                 count = out.get("count")
                 plan.append((rtype, out["url"], base, int(count) if count is not None else None))
-            counts = [c for *_, c in plan]
-            tracker = _Tracker(
-                progress,
-                len(plan),
-                sum(counts) if None not in counts else None,  # type: ignore[arg-type]
-            )
+            known = [c for *_, c in plan if c is not None]
+            total = sum(known) if len(known) == len(plan) else None
+            tracker = _Tracker(progress, len(plan), total)
             with ThreadPoolExecutor(self.workers, thread_name_prefix="bulk-download") as pool:
                 futures = [pool.submit(self._download_file, *p, use_auth, tracker) for p in plan]
                 try:
