@@ -11,7 +11,9 @@ one manifest are downloaded again and again, alternating between:
 - ``BulkExportClient.download``, one file at a time and four at a time (streamed to disk, lines
   counted against the manifest, staging directory renamed into place);
 - ``curl``: one process fetching every URL over one connection, and ``curl --parallel`` with
-  four at a time (writes the bytes, checks nothing).
+  four at a time (writes the bytes, checks nothing);
+- httpx streaming every file, one at a time, and discarding the bytes: what receiving alone costs
+  in Python, before writing and counting.
 
 MB/s is megabytes on disk (10^6 bytes) per wall-clock second; each figure is the median of the
 repeats, run interleaved. Client and server share the machine's cores, so the ratio within one
@@ -31,6 +33,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the sekmet launcher lives with the tests
@@ -82,6 +86,17 @@ def time_curl(urls: list[str], token: str, out: Path, parallel: int) -> tuple[fl
     return time.perf_counter() - started, _cpu(resource.RUSAGE_CHILDREN) - cpu
 
 
+def time_httpx_floor(http: httpx.Client, urls: list[str], token: str) -> tuple[float, float]:
+    """Receive every file with httpx and throw the bytes away: the floor for an httpx client."""
+    headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"}
+    cpu, started = _cpu(resource.RUSAGE_SELF), time.perf_counter()
+    for url in urls:
+        with http.stream("GET", url, headers=headers) as response:
+            for _ in response.iter_raw():
+                pass
+    return time.perf_counter() - started, _cpu(resource.RUSAGE_SELF) - cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -96,7 +111,10 @@ def main() -> None:
             loaded = server.load_bundles(largest_patients(args.data, args.patients))
             load_s = time.perf_counter() - started
             print(f"loaded {sum(loaded.values()):,} resources in {load_s:.0f}s", flush=True)
-            with BulkExportClient(server.base_url, BearerToken(server.token)) as client:
+            with (
+                BulkExportClient(server.base_url, BearerToken(server.token)) as client,
+                httpx.Client() as http,
+            ):
                 started = time.perf_counter()
                 status_url = client.kick_off(ExportRequest())
                 manifest = client.wait(status_url)
@@ -116,6 +134,7 @@ def main() -> None:
                     "curl, 1 file at a time": lambda: time_curl(urls, token, curl_dir, 1),
                     "client, 4 files at a time": lambda: time_client(client, manifest, c_dir, 4),
                     "curl --parallel, 4 at a time": lambda: time_curl(urls, token, curl_dir, 4),
+                    "httpx stream, bytes discarded": lambda: time_httpx_floor(http, urls, token),
                 }
                 rows: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
                 for _ in range(args.repeats):  # interleaved, so load changes hit all rows
@@ -129,7 +148,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     medians = {name: statistics.median(w for w, _ in runs) for name, runs in rows.items()}
     for name, seconds in medians.items():
-        pair = "curl, 1 file at a time" if "1 file" in name else "curl --parallel, 4 at a time"
+        pair = "curl --parallel, 4 at a time" if "4" in name else "curl, 1 file at a time"
         cpu_ms = 1000 * statistics.median(c for _, c in rows[name]) / (size / 1e6)
         print(
             f"| {name} | {seconds:.3f} | {size / 1e6 / seconds:.0f} | "
