@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import numpy as np
 import orjson
@@ -23,6 +24,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from ehrmamba.fhir import LANDED_TYPES, ingest
+from ehrmamba.model import EHRMambaConfig
 from ehrmamba.synth import mimic_codes as M
 from ehrmamba.synth.mimic_writer import write_mimic_cohort
 from ehrmamba.tokenize import (
@@ -32,6 +34,7 @@ from ehrmamba.tokenize import (
     fit_vocabulary,
     write_pretraining_sequences,
 )
+from orchestration.presets import load_preset, preset_names
 from tests import fhir_builders as fb
 from tests.test_dbt_labels import assert_build_ok, run_dbt, subject_id, ts
 
@@ -491,3 +494,29 @@ def test_dates_after_2100_are_handled_everywhere(built: dict, con) -> None:
     first_seen = datetime(2150, 1, 1, 9) - datetime(2090, 3, 1)  # the ED arrival, UTC
     assert x_ages.min() == pytest.approx(first_seen.days / 365.25 + 9 / 24 / 365.25, abs=1e-4)
     assert vocab.token_to_id["[M_4]"] in x["input_ids"]  # admission 2, 4 months later
+
+
+# ------------------------------------------------------------------------------------------------
+# The recipe
+# ------------------------------------------------------------------------------------------------
+def test_mimic_iv_paper_preset_is_the_papers_setup_and_a_valid_run_config(
+    platform_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "mimic_iv_paper" in preset_names()
+    config = load_preset("mimic_iv_paper")
+    monkeypatch.setenv("EHRMAMBA_FHIR_SOURCE", str(platform_home / "mimic-iv-fhir"))
+    from orchestration.definitions import build_definitions
+
+    job = build_definitions().resolve_job_def("ehrmamba_main")
+    ops = dg.validate_run_config(job, config)["ops"]  # raises on any unknown or mistyped key
+    train = ops["training__pretrained_model"]["config"]
+    assert (train["preset"], train["learning_rate"], train["warmup_ratio"]) == ("paper", 5e-5, 0.1)
+    model = EHRMambaConfig.preset(train["preset"], vocab_size=100)
+    assert (model.hidden_size, model.num_hidden_layers, model.max_seq_length) == (768, 32, 2048)
+    assert ops["tokenization__vocabulary"]["config"]["max_len"] == 2048
+    assert ops["dbt_models"]["config"]["vars"] == {
+        "mortality_horizon_days": "30",
+        "los_threshold_days": "7",
+        "readmission_horizon_days": "30",
+        "condition_horizon_days": "365",
+    }
