@@ -161,8 +161,14 @@ def run_size(n: int, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     summary = write_mimic_cohort(source, n, args.seed, workers=args.workers, progress=True)
     generation = time.perf_counter() - started
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     entry: dict = {
         "patients": n,
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit,
+        "load_average_at_start": os.getloadavg()[0],
         "resources": sum(summary.file_counts.values()),
         "file_counts": summary.file_counts,
         "generation_seconds": generation,
