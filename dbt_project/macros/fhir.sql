@@ -97,7 +97,7 @@ contained as (
     from src
     where {{ json_str('resource', '$.medicationReference.reference') }} like '#%'
   ) as elements
-  where {{ json_str('medication', '$.id') }} = substring(medication_ref, 2)
+  where {{ json_str('medication', '$.id') }} = {{ dbt.right('medication_ref', dbt.length('medication_ref') ~ ' - 1') }}
     and {{ json_str('medication', '$.resourceType') }} = 'Medication'
 ),
 
