@@ -142,24 +142,59 @@ class ModelRuntime:
 
     def prepare(
         self,
-        record: RecordEvents,
+        records: Sequence[RecordEvents],
         *,
-        prediction_time: datetime | None = None,
-        truncate: bool = False,
-    ) -> Prepared:
-        """Tokens of one record's events, or :class:`RecordProblem` when the model cannot read
-        them (no events, only codes it never saw, longer than its context)."""
-        events = record.events
-        if events.empty:
-            raise RecordProblem(
-                "the record yields no dated events (no birthDate and no dated clinical resources)",
-                code="required",
-            )
+        prediction_times: Sequence[datetime | None] | None = None,
+        truncate: Sequence[bool] | None = None,
+    ) -> list[Prepared | RecordProblem]:
+        """Tokens of each record's events, or the :class:`RecordProblem` that stops it (no
+        events, only codes the model never saw, longer than its context).
+
+        The batch is encoded in ONE ``encode_events`` call (as the training writers do), each
+        record under its own position as subject key, so two records of one patient stay apart.
+        """
+        n = len(records)
+        prediction_times = prediction_times or [None] * n
+        truncate = truncate or [False] * n
         vocab = self.model.vocab
-        enc = encode_events(events, vocab)
+        frames = [r.events.assign(subject_id=i) for i, r in enumerate(records) if len(r.events)]
+        enc = encode_events(pd.concat(frames, ignore_index=True), vocab) if frames else None
+        sid = enc["subject_id"].to_numpy() if enc is not None else np.zeros(0, dtype=np.int64)
+        starts = np.searchsorted(sid, np.arange(n), side="left")
+        stops = np.searchsorted(sid, np.arange(n), side="right")
+        out: list[Prepared | RecordProblem] = []
+        for i, record in enumerate(records):
+            try:
+                if starts[i] == stops[i]:
+                    raise RecordProblem(
+                        "the record yields no dated events (no birthDate and no dated clinical "
+                        "resources)",
+                        code="required",
+                    )
+                out.append(
+                    self._prepare_one(
+                        record,
+                        enc.iloc[starts[i] : stops[i]],  # type: ignore[union-attr]
+                        prediction_times[i],
+                        truncate[i],
+                    )
+                )
+            except RecordProblem as problem:
+                out.append(problem)
+        return out
+
+    def _prepare_one(
+        self,
+        record: RecordEvents,
+        enc: pd.DataFrame,
+        prediction_time: datetime | None,
+        truncate: bool,
+    ) -> Prepared:
+        vocab = self.model.vocab
         cut_ns = _to_ns(_utc(prediction_time)) if prediction_time is not None else None
-        code = enc["code"]
-        clinical = ~enc["static"].to_numpy() & ~code.str.startswith(_VISIT_PREFIXES).to_numpy()
+        clinical = (
+            ~enc["static"].to_numpy() & ~enc["code"].str.startswith(_VISIT_PREFIXES).to_numpy()
+        )
         unknown = clinical & (enc["tok"].to_numpy() == vocab.unk_id)
         warnings = list(record.warnings)
         if clinical.any() and unknown.all():
@@ -191,7 +226,7 @@ class ModelRuntime:
             layout=layout,
             cut_ns=cut_ns,
             prediction_time=_utc(used).replace(tzinfo=UTC),
-            n_events=len(events),
+            n_events=len(record.events),
             n_tokens=min(visible, room),
             truncated=visible > room,
             warnings=warnings,
@@ -236,19 +271,21 @@ class ModelRuntime:
         prediction_times = prediction_times or [None] * n
         tasks = tasks or [None] * n
         truncate = truncate or [False] * n
-        out: list[Scored | RecordProblem] = []
-        for i, result in enumerate(self.events(records)):
-            if isinstance(result, RecordProblem):
-                out.append(result)
-                continue
+        events = self.events(records)
+        usable = [i for i, e in enumerate(events) if not isinstance(e, RecordProblem)]
+        prepared = self.prepare(
+            [events[i] for i in usable],  # type: ignore[misc]
+            prediction_times=[prediction_times[i] for i in usable],
+            truncate=[truncate[i] for i in usable],
+        )
+        out: list[Scored | RecordProblem] = list(events)  # type: ignore[arg-type]
+        for i, p in zip(usable, prepared, strict=True):
             try:
-                wanted = self.check_tasks(tasks[i])
-                prepared = self.prepare(
-                    result, prediction_time=prediction_times[i], truncate=truncate[i]
-                )
-                out.append(self.predict(prepared, wanted))
+                if isinstance(p, RecordProblem):
+                    raise p
+                out[i] = self.predict(p, self.check_tasks(tasks[i]))
             except RecordProblem as problem:
-                out.append(problem)
+                out[i] = problem
         return out
 
     def prepare_one(
@@ -257,7 +294,12 @@ class ModelRuntime:
         (result,) = self.events([record])
         if isinstance(result, RecordProblem):
             raise result
-        return self.prepare(result, prediction_time=prediction_time, truncate=truncate)
+        (prepared,) = self.prepare(
+            [result], prediction_times=[prediction_time], truncate=[truncate]
+        )
+        if isinstance(prepared, RecordProblem):
+            raise prepared
+        return prepared
 
     def forecast(
         self, prepared: Prepared, *, max_events: int = 10, seed: int = 0

@@ -22,6 +22,12 @@ import os
 from datetime import datetime
 from typing import Any
 
+# The model service scores several requests at once, each on one core (MODEL_THREADS request
+# threads on the 2-core target): intra-op threads would only fight for the same cores. Set
+# before numba is first imported (ehrmamba.model); an explicit environment value wins.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -154,14 +160,13 @@ def _iso(value: np.datetime64) -> str:
 class EHRMambaModel:
     """The champion model and its compiled FHIR-to-events chain, as one BentoML model."""
 
-    bento_model = bentoml.models.BentoModel(
-        os.environ.get(MODEL_TAG_ENV, f"{BENTO_MODEL_NAME}:latest")
-    )
+    if not os.environ.get(MODEL_DIR_ENV):  # a development directory needs no store entry
+        bento_model = bentoml.models.BentoModel(
+            os.environ.get(MODEL_TAG_ENV, f"{BENTO_MODEL_NAME}:latest")
+        )
 
     def __init__(self) -> None:
-        threads = os.environ.get(TORCH_THREADS_ENV)
-        if threads:
-            torch.set_num_threads(int(threads))
+        torch.set_num_threads(int(os.environ.get(TORCH_THREADS_ENV) or 1))
         path = os.environ.get(MODEL_DIR_ENV) or self.bento_model.path
         self.runtime = ModelRuntime.load(path, engines=MODEL_THREADS)
         logger.info("loaded model version %s", self.runtime.version)
@@ -419,13 +424,23 @@ class EHRMambaService:
     def __init__(self) -> None:
         self._info: dict[str, Any] | None = None
 
+    async def _call(self, method: str, *args: Any) -> Any:
+        """Call the model service; retry when a pooled connection was closed under us (the
+        calls have no side effects, and a long batch can outlive a keep-alive timeout)."""
+        for attempt in range(3):
+            try:
+                return await getattr(self.model.to_async, method)(*args)
+            except aiohttp.ClientConnectionError:
+                if attempt == 2:
+                    raise
+
     async def _model_info(self) -> dict[str, Any]:
         if self._info is None:
-            self._info = await self.model.to_async.describe()
+            self._info = await self._call("describe")
         return self._info
 
     async def _score(self, item: ScoreIn) -> Scored:
-        (out,) = await self.model.to_async.score([item])
+        (out,) = await self._call("score", [item])
         out = ScoreOut.model_validate(out)
         if out.problem is not None:
             raise RecordProblem(
@@ -478,7 +493,7 @@ class EHRMambaService:
         item = ForecastIn.of(
             record, _options(prediction_time, truncate), max_events=events, seed=seed
         )
-        out = ForecastOut.model_validate(await self.model.to_async.forecast(item))
+        out = ForecastOut.model_validate(await self._call("forecast", item))
         if out.problem is not None:
             return _problem_response(out.problem)
         info = await self._model_info()
@@ -511,7 +526,7 @@ class EHRMambaService:
             top_k=top,
             steps=steps,
         )
-        out = ExplainOut.model_validate(await self.model.to_async.explain(item))
+        out = ExplainOut.model_validate(await self._call("explain", item))
         if out.problem is not None:
             return _problem_response(out.problem)
         scored = out.score.scored()
@@ -545,7 +560,7 @@ class EHRMambaService:
         bundle = await anyio.to_thread.run_sync(cds_record_bundle, body)
         record = await anyio.to_thread.run_sync(read_patient_bundle, bundle)
         item = ExplainIn.of(record, {"truncate": True}, top_k=3, steps=8)
-        out = ExplainOut.model_validate(await self.model.to_async.explain(item))
+        out = ExplainOut.model_validate(await self._call("explain", item))
         if out.problem is not None:
             return _problem_response(out.problem)
         info = await self._model_info()
