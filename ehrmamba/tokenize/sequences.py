@@ -242,8 +242,11 @@ class SubjectLayout:
         task: str | None = None,
         max_len: int | None = None,
         task_token_position: str | None = None,
+        with_times: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Token features, cut at ``cut`` (ns, inclusive), with the task token, truncated."""
+        """Token features, cut at ``cut`` (ns, inclusive), with the task token, truncated.
+
+        ``with_times`` adds ``time_ns``, each token's absolute time (to name events)."""
         cfg = vocab.config
         max_len = max_len or cfg.max_len
         position = task_token_position or cfg.task_token_position
@@ -270,7 +273,8 @@ class SubjectLayout:
                 parts.insert(at, x)
         times = np.concatenate(t).astype(np.int64)
         birth = self.birth_t
-        return {
+        extra = {"time_ns": times} if with_times else {}
+        return extra | {
             "input_ids": np.concatenate(tok).astype(np.int32),
             "token_type_ids": np.concatenate(ttype).astype(np.int8),
             "time_weeks": ((times - self.first_t) / NS_PER_WEEK).astype(np.float32),
