@@ -197,7 +197,7 @@ class ModelRuntime:
         )
         unknown = clinical & (enc["tok"].to_numpy() == vocab.unk_id)
         warnings = list(record.warnings)
-        if clinical.any() and unknown.all():
+        if clinical.any() and unknown[clinical].all():
             raise RecordProblem(
                 f"none of the record's {int(clinical.sum())} coded events is in the model's "
                 f"vocabulary (version {vocab.version}); the model cannot read this record",
@@ -271,7 +271,15 @@ class ModelRuntime:
         prediction_times = prediction_times or [None] * n
         tasks = tasks or [None] * n
         truncate = truncate or [False] * n
-        events = self.events(records)
+        events: list[RecordEvents | RecordProblem] = []
+        wanted: list[list[str]] = []
+        for i, result in enumerate(self.events(records)):
+            try:  # a bad parameter is the first thing to say
+                wanted.append(self.check_tasks(tasks[i]))
+            except RecordProblem as problem:
+                wanted.append([])
+                result = problem
+            events.append(result)
         usable = [i for i, e in enumerate(events) if not isinstance(e, RecordProblem)]
         prepared = self.prepare(
             [events[i] for i in usable],  # type: ignore[misc]
@@ -280,12 +288,7 @@ class ModelRuntime:
         )
         out: list[Scored | RecordProblem] = list(events)  # type: ignore[arg-type]
         for i, p in zip(usable, prepared, strict=True):
-            try:
-                if isinstance(p, RecordProblem):
-                    raise p
-                out[i] = self.predict(p, self.check_tasks(tasks[i]))
-            except RecordProblem as problem:
-                out[i] = problem
+            out[i] = p if isinstance(p, RecordProblem) else self.predict(p, wanted[i])
         return out
 
     def prepare_one(
