@@ -7,7 +7,16 @@ The source of events is configuration: FHIR ingestion by default, or a MEDS data
 import dagster as dg
 
 from ehrmamba.settings import Settings
-from orchestration.assets import ingestion, meds, modeling, normalization, validation
+from orchestration.assets import (
+    evaluation,
+    finetuning,
+    ingestion,
+    meds,
+    modeling,
+    normalization,
+    serving,
+    validation,
+)
 from orchestration.assets.ingestion_fhir_server import raw_fhir_resources_from_server
 from orchestration.resources import build_resources
 from orchestration.schedules import schedule_definitions
@@ -41,6 +50,12 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             modeling.vocabulary,
             modeling.pretraining_sequences,
             modeling.pretrained_model,
+            finetuning.label_sequences,
+            finetuning.finetuned_model,
+            finetuning.single_task_models,
+            evaluation.model_evaluation,
+            evaluation.registered_model,
+            serving.bento,
         ],
         asset_checks=[
             *source_checks,

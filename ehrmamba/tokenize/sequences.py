@@ -351,6 +351,22 @@ def _layouts(
     return out
 
 
+def load_layouts(
+    con: duckdb.DuckDBPyConnection,
+    vocab: Vocabulary,
+    subject_ids: Sequence[int],
+    *,
+    schema: str = "marts",
+) -> dict[int, SubjectLayout]:
+    """Token layouts of some subjects straight from the warehouse (forecasting, explanations)."""
+    subjects = con.execute(
+        f"SELECT subject_id, birth_time FROM {schema}.subjects "
+        "WHERE subject_id IN (SELECT unnest(?::BIGINT[])) ORDER BY subject_id",
+        [[int(s) for s in subject_ids]],
+    ).df()
+    return _layouts(con, vocab, schema, subjects)
+
+
 def _write_rows(writer_box: list, path: Path, rows: list[dict], schema: pa.Schema) -> None:
     if not rows:
         return
