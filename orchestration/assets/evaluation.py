@@ -131,6 +131,7 @@ def _forecasting(
     group_name="evaluation",
     kinds={"python", "mlflow"},
     deps=[FINETUNED, SINGLE_TASK, EVENTS],
+    pool="duckdb_writer",  # opens the warehouse (baseline features): one DuckDB process at a time
     description="held_out comparison of EHRMamba MTF, single-task EHRMamba, XGBoost and "
     "logistic regression on code counts: AUROC/AUPRC/F1 with bootstrap intervals, "
     "calibration, subgroups; forecasting and zero-shot risks.",
