@@ -15,6 +15,7 @@ import pytest
 
 from ehrmamba.meds_io import import_meds
 from orchestration.dbt_project import run_dbt
+from orchestration.presets import load_preset
 from tests import fhir_builders as fb
 
 LABEL_TASKS = [
@@ -53,7 +54,7 @@ def _materialized(result) -> set[str]:
 def clean_run(tmp_path_factory, bulk_ndjson_10):
     home = tmp_path_factory.mktemp("clean")
     with pytest.MonkeyPatch.context() as mp:
-        result = _run(home, bulk_ndjson_10, mp)
+        result = _run(home, bulk_ndjson_10, mp, load_preset("tiny"))
     return home, result
 
 
@@ -68,8 +69,20 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
         "tokenization/vocabulary",
         "tokenization/pretraining_sequences",
         "training/pretrained_model",
+        "tokenization/label_sequences",
+        "training/finetuned_model",
+        "training/single_task_models",
+        "evaluation/model_evaluation",
+        "evaluation/registered_model",
+        "serving/bento",
     } <= done
     assert {f"marts/labels__{t}" for t in LABEL_TASKS} <= done
+    # the first evaluated model has no champion to beat: it becomes the champion
+    gate = result.asset_materializations_for_node("evaluation__registered_model")[0].metadata
+    assert gate["alias"].value == "champion" and gate["promoted"].value is True
+    report = result.asset_materializations_for_node("evaluation__model_evaluation")[0].metadata
+    for model in ("ehrmamba-mtf", "ehrmamba-single-task", "xgboost_counts", "logreg_counts"):
+        assert model in report["report"].value
     checks = _checks(result)
     assert checks["meds_events_expectations"].passed
     assert checks["subject_splits_expectations"].passed
