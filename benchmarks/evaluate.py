@@ -1,0 +1,161 @@
+"""The evaluation table on a cohort: EHRMamba MTF and single-task vs XGBoost / logistic regression.
+
+Runs the library stages directly (no Dagster), in a fresh home:
+ingest ▶ dbt build ▶ vocabulary ▶ sequences ▶ pretraining ▶ MTF + single-task finetuning ▶
+baselines ▶ evaluation (bootstrap intervals) ▶ report. Great Expectations gates are not run
+here: on ``../shared/data/synthea-r4`` one blocking expectation fails truthfully (LOINC 2885-2
+unit error, see BENCHMARKS.md), and this script measures the models regardless.
+
+    .venv/bin/python benchmarks/evaluate.py --source synthetic:2000 --out /tmp/eval-synth
+    .venv/bin/python benchmarks/evaluate.py --source ../shared/data/synthea-r4 --out /tmp/ev-s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+
+def main() -> None:
+    from ehrmamba.evaluate import (
+        EvaluationConfig,
+        evaluate_models,
+        join_demographics,
+        run_baselines,
+    )
+    from ehrmamba.fhir import ingest
+    from ehrmamba.finetune.train import FinetuneConfig, finetune
+    from ehrmamba.synth import write_cohort
+    from ehrmamba.tokenize import (
+        LabelSample,
+        TokenizerConfig,
+        fit_vocabulary,
+        write_label_sequences,
+        write_pretraining_sequences,
+    )
+    from ehrmamba.train import PretrainConfig, pretrain
+    from orchestration.dbt_project import run_dbt
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source", default="synthetic:2000", help="synthetic:N or a FHIR dir")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--finetune-steps", type=int, default=600)
+    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--train-per-task", type=int, default=2000)
+    parser.add_argument("--eval-per-task", type=int, default=600)
+    args = parser.parse_args()
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "warehouse.duckdb"
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        timings[name] = round(time.perf_counter() - t, 1)
+        print(f"{name}: {timings[name]} s", flush=True)
+        t = time.perf_counter()
+
+    if not db.exists():
+        source = args.source
+        if source.startswith("synthetic:"):
+            source = out / "fhir"
+            write_cohort(source, int(args.source.split(":")[1]), seed=0)
+            lap("synthesize")
+        ingest(Path(source), db)
+        lap("ingest")
+        proc = run_dbt(["build", "--quiet"], duckdb_path=db, target_path=out / "dbt")
+        if proc.returncode != 0:
+            raise SystemExit(proc.stdout[-3000:])
+        lap("dbt build")
+    with duckdb.connect(str(db)) as con:
+        vocab = fit_vocabulary(con, TokenizerConfig(max_len=512))
+        seqs = write_pretraining_sequences(con, vocab, out / "seq", max_len=512)
+        caps = {
+            "train": args.train_per_task,
+            "tuning": args.eval_per_task,
+            "held_out": args.eval_per_task,
+        }
+        labels = write_label_sequences(
+            con, vocab, out / "seq", max_len=args.max_len, sample=LabelSample(caps, 0.3)
+        )
+    lap("tokenize")
+    tracking = {
+        "tracking_uri": f"sqlite:///{out / 'mlflow.db'}",
+        "artifact_location": (out / "mlflow-artifacts").as_uri(),
+    }
+    pre = pretrain(
+        seqs,
+        vocab,
+        PretrainConfig(
+            preset=args.preset,
+            max_steps=args.pretrain_steps,
+            batch_size=4,
+            learning_rate=1e-3,
+            progress_bar=False,
+            model_overrides={"max_seq_length": 512},
+        ),
+        output_dir=out / "pretrain",
+        **tracking,
+    )
+    lap("pretrain")
+    common = dict(batch_size=8, learning_rate=5e-4, progress_bar=False)
+    mtf = finetune(
+        labels,
+        vocab,
+        pre.model_dir,
+        FinetuneConfig(name="ehrmamba-mtf", max_steps=args.finetune_steps, **common),
+        output_dir=out / "mtf",
+        **tracking,
+    )
+    lap("finetune MTF")
+    tasks = sorted(set(mtf.predictions["task"]))
+    singles = []
+    for task in tasks:
+        single = finetune(
+            labels,
+            vocab,
+            pre.model_dir,
+            FinetuneConfig(
+                tasks=[task],
+                name=f"single-{task}",
+                max_steps=max(1, args.finetune_steps // len(tasks)),
+                balance="none",
+                **common,
+            ),
+            output_dir=out / f"single-{task}",
+            **tracking,
+        )
+        singles.append(single.predictions.assign(model="ehrmamba-single-task"))
+    lap("finetune single-task")
+    with duckdb.connect(str(db), read_only=True) as con:
+        base = run_baselines(
+            con, tasks, eval_rows=mtf.predictions[["task", "subject_id", "prediction_time"]]
+        )
+        lap("baselines")
+        preds = join_demographics(pd.concat([mtf.predictions, *singles, base.predictions]), con)
+    result = evaluate_models(
+        preds,
+        out / "evaluation",
+        EvaluationConfig(),
+        notes=[f"{k}: baselines skipped ({v})" for k, v in base.skipped.items()],
+        title=f"Evaluation on held_out ({args.source})",
+    )
+    lap("evaluate")
+    table = result.metrics.pivot_table(index="task", columns="model", values="auroc")
+    print(table.round(3).to_markdown())
+    print(result.summary.round(3).to_markdown(index=False))
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    print(f"report: {result.report_path}")
+
+
+if __name__ == "__main__":
+    main()
