@@ -96,7 +96,11 @@ def build(
             "event_chain_version": chain.version,
         }
         reused = None
-        for existing in bentoml.models.list(BENTO_MODEL_NAME):
+        try:
+            existing_models = bentoml.models.list(BENTO_MODEL_NAME)
+        except bentoml.exceptions.NotFound:
+            existing_models = []
+        for existing in existing_models:
             labels = existing.info.labels
             if all(
                 labels.get(k) == info[k]

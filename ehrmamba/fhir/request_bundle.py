@@ -156,6 +156,12 @@ def read_patient_bundle(body: bytes) -> PatientRecord:
         doc = parser.parse(body)
     except (ValueError, UnicodeDecodeError):
         raise _json_error(body) from None
+    except RuntimeError as exc:  # valid JSON simdjson cannot hold: a number beyond 64 bits
+        raise RecordProblem(
+            f"the body cannot be read: {str(exc).split(': ', 1)[-1]}",
+            status=400,
+            code="structure",
+        ) from None
     if not isinstance(doc, simdjson.Object):
         kind = "an array" if isinstance(doc, simdjson.Array) else _SCALAR_KINDS.get(type(doc))
         raise RecordProblem(
