@@ -232,7 +232,7 @@ def cds_cards(
             lines.append("")
             lines.append(f"Events raising the risk of {_md(outcome(task).text)}:")
             for c in contributions:
-                lines.append(f"- {_md(c.token)} ({iso(c.time)[:10]})")
+                lines.append(f"- {_md(c.code)} ({iso(c.time)[:10]})")
     lines.append("")
     lines.append(
         f"Prediction at {iso(scored.prediction_time)} from {scored.n_events} events "

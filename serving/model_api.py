@@ -1,149 +1,109 @@
-"""Forecast and explanation for one patient: the two model calls the service needs beyond risks.
+"""Forecast and explanation for one patient: the library's own, as the service needs them.
 
-The service depends on this interface only (:func:`forecast` and :func:`explain`, both on a
+The service calls only :func:`forecast` and :func:`explain` (on a
 :class:`ehrmamba.finetune.bundle.FinetunedModel` and the patient's
-:class:`ehrmamba.tokenize.SubjectLayout`), so the library's own forecasting and explanation
-modules can replace the implementations here without touching the HTTP layer.
+:class:`ehrmamba.tokenize.SubjectLayout`); the work is done by :mod:`ehrmamba.forecast`
+(futures sampled with the state cache) and :mod:`ehrmamba.explain` (integrated gradients,
+grouped into the record's events).
 
-- Forecast: the history is scanned once into the recurrent state, then tokens are sampled one
-  recurrent step at a time. The finetuned model has no language-model head of its own; its
-  concept embedding is tied to the pretraining LM head (``tie_word_embeddings``), so the next
-  token's logits are the hidden state times that embedding. Time moves with the sampled
-  time-gap tokens (the middle of each gap's range); events inside a visit share its time.
-- Explanation: integrated gradients on the concept embedding (baseline: the zero vector, which
-  is the ``[PAD]`` embedding), per task, over the full history with the task token; each
-  token's attribution is the dot product of (embedding - baseline) with the path-averaged
-  gradient, so the attributions sum to (logit - baseline logit) up to the Riemann error.
+The served model is the finetuned multitask model; it carries the pretrained backbone but not
+the pretraining LM head. With ``tie_word_embeddings`` (the default) that head IS the concept
+embedding, so the language model the forecaster needs is rebuilt around the finetuned backbone
+with its head tied to that embedding (the backbone moved during finetuning: forecasts come from
+the served weights, not the pretraining checkpoint).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
+from ehrmamba.explain import explain_layout
 from ehrmamba.finetune.bundle import FinetunedModel
-from ehrmamba.tokenize import FEATURES, SubjectLayout, TokenType
-from ehrmamba.tokenize.sequences import NS_PER_DAY, NS_PER_WEEK, NS_PER_YEAR
-from ehrmamba.tokenize.vocab import LONG_TERM, VS
-
-_DTYPES = {
-    "input_ids": torch.long,
-    "token_type_ids": torch.long,
-    "time_weeks": torch.float32,
-    "age_years": torch.float32,
-    "visit_order": torch.long,
-    "visit_segment": torch.long,
-}
-_EVENT_TYPES = (TokenType.CONCEPT, TokenType.LAB_BIN, TokenType.STATIC)
-
-
-@dataclass(frozen=True)
-class ForecastEvent:
-    token: str  # the vocabulary token, e.g. ``LOINC/2160-0_bin3``
-    code: str  # the event code (a lab bin's code without its bin)
-    bin: int | None  # the quantile bin of a lab value, when the token is one
-    time: np.datetime64  # when it is expected (UTC)
-    probability: float  # the probability the model gave the sampled token
+from ehrmamba.forecast import Forecast, ForecastConfig, forecast_layout
+from ehrmamba.model import EHRMambaForPretraining
+from ehrmamba.tokenize import SubjectLayout
+from ehrmamba.tokenize.sequences import NS_PER_DAY
 
 
 @dataclass(frozen=True)
 class Contribution:
-    token: str
     code: str
     time: np.datetime64
     attribution: float  # contribution to the task's logit (positive raises the risk)
+    tokens: int  # tokens of the sequence that belong to this event
 
 
-def _split_bin(token: str) -> tuple[str, int | None]:
-    head, sep, tail = token.rpartition("_bin")
-    if sep and tail.isdigit():
-        return head, int(tail)
-    return token, None
+_LANGUAGE_MODELS: dict[int, tuple[FinetunedModel, EHRMambaForPretraining]] = {}
 
 
-def _gap_days(token: str) -> float:
-    """The middle of a gap token's range ([W_k]: weeks, [M_k]: 30-day months, [LT]: > 1 y)."""
-    if token == LONG_TERM:
-        return 730.0
-    kind, k = token[1], int(token[3:-1])
-    return k * 7 + 3.5 if kind == "W" else max(k * 30 + 15, 28.0)
+def _language_model(model: FinetunedModel) -> EHRMambaForPretraining:
+    """The LM around the finetuned backbone (built once per served model)."""
+    if id(model) not in _LANGUAGE_MODELS:
+        net = model.model
+        if not net.config.tie_word_embeddings:
+            raise ValueError("forecasting needs tied embeddings: the bundle has no LM head")
+        lm = EHRMambaForPretraining(net.config)
+        lm.backbone = net.backbone  # shared, not copied
+        lm.lm_head.weight = net.backbone.embeddings.word_embeddings.weight
+        _LANGUAGE_MODELS[id(model)] = (model, lm.eval())
+    return _LANGUAGE_MODELS[id(model)][1]
 
 
-def _tensor(values, key: str) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values), dtype=_DTYPES[key])
-
-
-def _cut(layout: SubjectLayout, cut_ns: int | None) -> int:
-    return int(layout.t.max()) if cut_ns is None else int(cut_ns)
-
-
-@torch.no_grad()
 def forecast(
     model: FinetunedModel,
     layout: SubjectLayout,
     *,
     cut_ns: int | None = None,
-    max_events: int = 10,
+    samples: int = 8,
+    max_new_tokens: int = 64,
+    horizon_days: float = 365.0,
     seed: int = 0,
-) -> list[ForecastEvent]:
-    """The next ``max_events`` clinical events after the cut, sampled (reproducible by seed)."""
-    vocab = model.vocab
-    net = model.model.eval()
-    seq = layout.sequence(vocab, cut=cut_ns, max_len=model.settings.max_len)
-    history = {k: _tensor(seq[k], k).unsqueeze(0) for k in FEATURES}
-    cache = net.backbone.allocate_inference_cache(1)
-    hidden = net.backbone(**history, cache=cache)[:, -1]
-    weight = net.backbone.embeddings.word_embeddings.weight
-    allowed = torch.as_tensor(
-        np.isin(vocab.token_types, (*_EVENT_TYPES, TokenType.GAP, TokenType.VISIT))
+) -> Forecast:
+    """Sampled futures of the record after the cut (reproducible by ``seed``)."""
+    config = ForecastConfig(
+        n_samples=samples,
+        max_new_tokens=max_new_tokens,
+        horizon_days=horizon_days,
+        seed=seed,
+        max_len=model.settings.max_len,
     )
-    allowed[vocab.unk_id] = False
-    generator = torch.Generator().manual_seed(seed)
-    t = _cut(layout, cut_ns)
-    birth = layout.birth_t
-    visit = int(seq["visit_order"][-1])
-    segment = int(seq["visit_segment"][-1])
-    out: list[ForecastEvent] = []
-    for _ in range(max_events * 8):  # gaps and visit markers also take steps
-        logits = (hidden @ weight.T)[0].float()
-        logits[~allowed] = -torch.inf
-        probs = torch.softmax(logits, -1)
-        token_id = int(torch.multinomial(probs, 1, generator=generator))
-        token = vocab.tokens[token_id]
-        ttype = int(vocab.token_types[token_id])
-        order = visit  # as the layout: a gap and the [VS] after it carry the next visit's order
-        if ttype == TokenType.GAP:
-            t += int(_gap_days(token) * NS_PER_DAY)
-            order = visit + 1
-        elif token == VS:
-            visit = order = visit + 1
-            segment = 1 if segment != 1 else 2
-        elif ttype in _EVENT_TYPES:
-            code, k = _split_bin(token)
-            when = np.datetime64(t, "ns")
-            out.append(ForecastEvent(token, code, k, when, float(probs[token_id])))
-            if len(out) >= max_events:
-                break
-        step = {
-            "input_ids": [token_id],
-            "token_type_ids": [ttype],
-            "time_weeks": [(t - layout.first_t) / NS_PER_WEEK],
-            "age_years": [(t - birth) / NS_PER_YEAR if birth is not None else 0.0],
-            "visit_order": [order],
-            "visit_segment": [0 if ttype == TokenType.GAP else segment],
-        }
-        hidden = net.backbone.step(cache, **{k: _tensor(v, k) for k, v in step.items()})
-    return out
+    return forecast_layout(_language_model(model), model.vocab, layout, cut=cut_ns, config=config)
 
 
-def _kept_positions(layout: SubjectLayout, cut_ns: int | None, keep: int) -> np.ndarray:
-    """Layout indices of the history tokens a sequence holds (as ``SubjectLayout.sequence``)."""
-    idx = np.arange(len(layout.tok)) if cut_ns is None else np.flatnonzero(layout.t <= cut_ns)
-    idx = idx[idx > 0]
-    return idx[-keep:] if keep > 0 else idx[:0]
+def forecast_json(result: Forecast, cut_ns: int) -> dict[str, Any]:
+    """Each future's events with absolute times, and what the futures agree on."""
+
+    def when(days: float) -> np.datetime64:
+        return np.datetime64(int(cut_ns + days * NS_PER_DAY), "ns")
+
+    n = len(result.samples)
+    gap = result.next_visit_gap_days()
+    counts = result.next_visit_codes()
+    return {
+        "horizon_days": result.horizon_days,
+        "samples": n,
+        "next_visit": {
+            "days_after_cut": gap,
+            "time": None if gap is None else when(gap),
+            "codes": [{"code": c, "share": k / n} for c, k in counts.most_common(20)],
+        },
+        "futures": [
+            [
+                {
+                    "code": e.code,
+                    "days_after_cut": round(e.days_after_cut, 3),
+                    "time": when(e.days_after_cut),
+                    "visit": e.visit,
+                }
+                for e in sample
+            ]
+            for sample in result.samples
+        ],
+    }
 
 
 def explain(
@@ -155,62 +115,27 @@ def explain(
     top_k: int = 10,
     steps: int = 16,
 ) -> dict[str, list[Contribution]]:
-    """Per task, the ``top_k`` events whose attributions raise the risk most."""
-    vocab = model.vocab
-    net = model.model.eval()
-    tasks = list(tasks or model.tasks)
-    max_len = model.settings.max_len
-    position = model.settings.task_token_position
-    embedding = net.backbone.embeddings.word_embeddings
-    alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps  # midpoint rule
-    seqs = [
-        layout.sequence(vocab, cut=cut_ns, task=t, max_len=max_len, task_token_position=position)
-        for t in tasks
-    ]
-    # one pass for all tasks: row (task i, step j) = sequence i with its embedding scaled by
-    # alpha j; each row's logit depends on its own row only, so one backward serves all
-    batch = {
-        k: torch.stack([_tensor(s[k], k) for s in seqs]).repeat_interleave(steps, 0)
-        for k in FEATURES
-    }
-    scales = alphas.repeat(len(tasks)).view(-1, 1, 1)
-    captured: dict[str, torch.Tensor] = {}
-
-    def scale(_module, _inputs, output):
-        output = output.detach()
-        captured["emb"] = output
-        captured["scaled"] = (scales * output).requires_grad_(True)
-        return captured["scaled"]
-
-    handle = embedding.register_forward_hook(scale)
-    try:
-        with torch.enable_grad():
-            logits = net(**batch).logits
-            (grad,) = torch.autograd.grad(logits.sum(), captured["scaled"])
-    finally:
-        handle.remove()
-    n = len(seqs[0]["input_ids"])
-    attributions = (
-        (captured["emb"] * grad).sum(-1).view(len(tasks), steps, n).mean(1).numpy()
-    )  # (tasks, positions)
-    history = np.arange(1, n - 1) if position == "end" else np.arange(2, n)
-    kept = _kept_positions(layout, cut_ns, max_len - 2)
+    """Per task, the ``top_k`` events of the record that raised the risk most."""
     out: dict[str, list[Contribution]] = {}
-    for t, task in enumerate(tasks):
-        rows = []
-        for seq_pos, lay_pos in zip(history, kept, strict=True):
-            token_id = int(layout.tok[lay_pos])
-            if int(vocab.token_types[token_id]) not in _EVENT_TYPES or token_id == vocab.unk_id:
-                continue
-            token = vocab.tokens[token_id]
-            rows.append(
-                Contribution(
-                    token,
-                    _split_bin(token)[0],
-                    np.datetime64(int(layout.t[lay_pos]), "ns"),
-                    float(attributions[t, seq_pos]),
-                )
-            )
-        rows.sort(key=lambda c: c.attribution, reverse=True)
-        out[task] = [c for c in rows[:top_k] if c.attribution > 0]
+    for task in tasks or model.tasks:
+        explanation = explain_layout(
+            model.model,
+            model.vocab,
+            layout,
+            task,
+            cut=cut_ns,
+            max_len=model.settings.max_len,
+            task_token_position=model.settings.task_token_position,
+            n_steps=steps,
+            top=None,
+        )
+        raising = sorted(
+            (e for e in explanation.events if e.attribution > 0),
+            key=lambda e: e.attribution,
+            reverse=True,
+        )
+        out[task] = [
+            Contribution(e.code, np.datetime64(e.time, "ns"), e.attribution, e.tokens)
+            for e in raising[:top_k]
+        ]
     return out

@@ -304,12 +304,11 @@ class ModelRuntime:
             raise prepared
         return prepared
 
-    def forecast(
-        self, prepared: Prepared, *, max_events: int = 10, seed: int = 0
-    ) -> list[model_api.ForecastEvent]:
-        return model_api.forecast(
-            self.model, prepared.layout, cut_ns=prepared.cut_ns, max_events=max_events, seed=seed
-        )
+    def forecast(self, prepared: Prepared, **options: Any) -> dict[str, Any]:
+        """Sampled futures after the cut (see :func:`serving.model_api.forecast`), as JSON."""
+        result = model_api.forecast(self.model, prepared.layout, cut_ns=prepared.cut_ns, **options)
+        cut = prepared.cut_ns if prepared.cut_ns is not None else int(prepared.layout.t.max())
+        return model_api.forecast_json(result, cut)
 
     def explain(
         self,

@@ -87,7 +87,9 @@ class ScoreIn(RecordIn):
 
 
 class ForecastIn(RecordIn):
-    max_events: int = 10
+    samples: int = 8
+    max_new_tokens: int = 64
+    horizon_days: float = 365.0
     seed: int = 0
 
 
@@ -137,7 +139,7 @@ class ForecastOut(BaseModel):
     problem: Problem | None = None
     patient_id: str = ""
     prediction_time: datetime | None = None
-    events: list[dict[str, Any]] = Field(default_factory=list)
+    forecast: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -149,6 +151,17 @@ class ExplainOut(BaseModel):
 
 def _iso(value: np.datetime64) -> str:
     return fhir_io.iso(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """Times as FHIR instants, containers walked; everything else as is."""
+    if isinstance(value, np.datetime64):
+        return _iso(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 @bentoml.service(
@@ -211,22 +224,19 @@ class EHRMambaModel:
             prepared = self.runtime.prepare_one(
                 item.patient_record(), prediction_time=item.prediction_time, truncate=item.truncate
             )
-            events = self.runtime.forecast(prepared, max_events=item.max_events, seed=item.seed)
+            result = self.runtime.forecast(
+                prepared,
+                samples=item.samples,
+                max_new_tokens=item.max_new_tokens,
+                horizon_days=item.horizon_days,
+                seed=item.seed,
+            )
         except RecordProblem as problem:
             return ForecastOut(problem=Problem.of(problem))
         return ForecastOut(
             patient_id=prepared.patient_id,
             prediction_time=prepared.prediction_time,
-            events=[
-                {
-                    "code": e.code,
-                    "bin": e.bin,
-                    "token": e.token,
-                    "time": _iso(e.time),
-                    "probability": e.probability,
-                }
-                for e in events
-            ],
+            forecast=_jsonable(result),
             warnings=prepared.warnings,
         )
 
@@ -249,9 +259,9 @@ class EHRMambaModel:
                 task: [
                     {
                         "code": c.code,
-                        "token": c.token,
                         "time": _iso(c.time),
                         "attribution": c.attribution,
+                        "tokens": c.tokens,
                     }
                     for c in contributions
                 ]
@@ -485,13 +495,21 @@ class EHRMambaService:
         request: Request,
         prediction_time: str | None = Query(None),
         truncate: bool = Query(False),
-        events: int = Query(10, ge=1, le=100, description="How many events to forecast."),
+        samples: int = Query(8, ge=1, le=64, description="Futures to sample."),
+        horizon_days: float = Query(365.0, gt=0, le=3650, description="How far ahead."),
+        max_tokens: int = Query(64, ge=1, le=512, description="Tokens per future at most."),
         seed: int = Query(0, ge=0, le=2**31 - 1),
     ) -> JSONResponse:
-        """The next clinical events after the record (or the cut), with expected times."""
+        """The next events with their times: sampled futures of the record after the cut (or
+        its end), and what they agree on about the next visit."""
         record = await _read(request)
         item = ForecastIn.of(
-            record, _options(prediction_time, truncate), max_events=events, seed=seed
+            record,
+            _options(prediction_time, truncate),
+            samples=samples,
+            max_new_tokens=max_tokens,
+            horizon_days=horizon_days,
+            seed=seed,
         )
         out = ForecastOut.model_validate(await self._call("forecast", item))
         if out.problem is not None:
@@ -502,7 +520,7 @@ class EHRMambaService:
                 "patient": out.patient_id,
                 "model": {"name": BENTO_MODEL_NAME, "version": info["version"]},
                 "prediction_time": fhir_io.iso(out.prediction_time),
-                "events": out.events,
+                **out.forecast,
                 "issues": fhir_io.warning_issues(out.warnings),
             }
         )
@@ -576,8 +594,8 @@ class EHRMambaService:
 
 
 class _Driver:
-    def __init__(self, token: str, time: str, **_: Any) -> None:
-        self.token = token
+    def __init__(self, code: str, time: str, **_: Any) -> None:
+        self.code = code
         self.time = np.datetime64(time.rstrip("Z"))
 
 

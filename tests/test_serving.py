@@ -506,14 +506,16 @@ def test_cds_hooks_discovery_and_patient_view_validate(platform, client) -> None
 
 def test_forecast_and_explain_answer_for_a_synthea_patient(platform, client) -> None:
     patient_id, body = next(iter(platform.bodies.items()))
-    forecast = client.post("/forecast?truncate=true&events=5&seed=3", content=body, headers=FHIR)
+    query = "/forecast?truncate=true&samples=3&max_tokens=24&seed=3"
+    forecast = client.post(query, content=body, headers=FHIR)
     assert forecast.status_code == 200, forecast.text
     answer = forecast.json()
     assert answer["patient"] == patient_id
-    assert len(answer["events"]) == 5
-    assert all(e["time"] >= answer["prediction_time"] for e in answer["events"])
-    again = client.post("/forecast?truncate=true&events=5&seed=3", content=body, headers=FHIR)
-    assert again.json()["events"] == answer["events"]  # reproducible by seed
+    assert answer["samples"] == len(answer["futures"]) == 3
+    events = [e for future in answer["futures"] for e in future]
+    assert events and all(e["time"] >= answer["prediction_time"] for e in events)
+    assert all(e["code"] in platform.model.vocab.token_to_id for e in events)
+    assert client.post(query, content=body, headers=FHIR).json()["futures"] == answer["futures"]
 
     explain = client.post(
         "/explain?truncate=true&tasks=mortality_1m&top=4&steps=4", content=body, headers=FHIR

@@ -1,0 +1,296 @@
+"""Latency and throughput of ``POST /predict`` over real HTTP, on Synthea patients' Bundles.
+
+    .venv/bin/python benchmarks/serve.py [--requests 200,10000,2000] [--clients 1,8,32]
+
+Builds what the service needs from ``../shared/data/synthea-r4`` (ingest, ``dbt build`` up to the
+splits, a vocabulary, the compiled event chain) and a randomly initialised ``small`` multitask
+model with a 1,024-token context (latency does not depend on the weights' values), starts
+``bentoml serve serving.service:EHRMambaService`` on it, and sends each patient's transaction
+Bundle (decompressed, as a client would) from N concurrent clients, each waiting for its answer
+before sending the next (closed loop). Bundles longer than the context are sent with
+``truncate=true`` (the service scores their most recent 1,023 tokens). Client and server share
+the machine's cores.
+
+Also measured in-process, for the record of where the time goes: each stage of one request
+(parse, the event-chain query for 1 and for 8 records, tokenization, the model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/fhir+json"}
+
+
+def build_platform(data: Path, work: Path) -> tuple[Path, list[bytes]]:
+    """Warehouse, vocabulary, chain and a ``small`` model laid out as a servable directory."""
+    import duckdb
+    import torch
+
+    from ehrmamba.fhir import ingest
+    from ehrmamba.fhir.event_chain import EventChain
+    from ehrmamba.fhir.request_bundle import RecordProblem, read_patient_bundle
+    from ehrmamba.finetune.bundle import FinetunedModel, FinetuneSettings
+    from ehrmamba.model import EHRMambaConfig, EHRMambaForMultitask
+    from ehrmamba.tokenize import TokenizerConfig, fit_vocabulary
+    from orchestration.dbt_project import run_dbt
+    from serving.runtime import ModelRuntime
+
+    servable = work / "servable"
+    db = work / "warehouse.duckdb"
+    if not servable.exists():
+        ingest(data, db)
+        proc = run_dbt(
+            ["build", "--quiet", "--select", "+subject_splits", "--exclude", "resource_type:test"],
+            duckdb_path=db,
+            target_path=work / "target",
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"dbt build failed:\n{proc.stdout[-3000:]}")
+        with duckdb.connect(str(db)) as con:
+            vocab = fit_vocabulary(con, TokenizerConfig(max_len=1024))
+        torch.manual_seed(0)
+        config = EHRMambaConfig.preset("small", vocab_size=len(vocab.tokens))
+        tasks = list(vocab.config.tasks)
+        model = FinetunedModel(
+            EHRMambaForMultitask(config).eval(),
+            vocab,
+            FinetuneSettings(tasks=tasks, max_len=1024, thresholds={t: 0.5 for t in tasks}),
+        )
+        model.save(work / "finetuned")
+        chain = EventChain.from_dbt_target(work / "target", db)
+        ModelRuntime.save(work / "finetuned", chain, servable, {"model_version": "bench"})
+    bodies = []
+    for path in sorted(data.glob("*.json.gz")):
+        body = gzip.decompress(path.read_bytes())
+        try:
+            read_patient_bundle(body)
+        except RecordProblem:
+            continue  # the organisation and practitioner Bundles hold no patient
+        bodies.append(body)
+    return servable, bodies
+
+
+def stage_breakdown(servable: Path, bodies: list[bytes]) -> dict[str, float]:
+    """Median milliseconds (thread CPU) of each stage for the median-size Bundle."""
+    from ehrmamba.fhir.request_bundle import read_patient_bundle
+    from serving.runtime import ModelRuntime
+
+    runtime = ModelRuntime.load(servable, engines=1)
+    ordered = sorted(bodies, key=len)
+    body = ordered[len(ordered) // 2]
+    eight = ordered[len(ordered) // 2 - 4 : len(ordered) // 2 + 4]
+
+    def timed(fn, repeat=5):
+        fn()
+        cpu = []
+        for _ in range(repeat):
+            start = time.thread_time()
+            out = fn()
+            cpu.append(time.thread_time() - start)
+        return out, statistics.median(cpu) * 1e3
+
+    record, t_parse = timed(lambda: read_patient_bundle(body))
+    records8 = [read_patient_bundle(b) for b in eight]
+    (events,), t_events1 = timed(lambda: runtime.events([record]))
+    _, t_events8 = timed(lambda: runtime.events(records8))
+    (prepared,), t_prepare = timed(lambda: runtime.prepare([events], truncate=[True]))
+    _, t_predict = timed(lambda: runtime.predict(prepared))
+    return {
+        "bundle_bytes": len(body),
+        "events": len(events.events),
+        "tokens": prepared.n_tokens,
+        "parse_ms": t_parse,
+        "event_chain_1_record_ms": t_events1,
+        "event_chain_8_records_ms": t_events8,
+        "tokenize_ms": t_prepare,
+        "model_6_tasks_ms": t_predict,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(servable: Path, work: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "EHRMAMBA_MODEL_DIR": str(servable),
+        "EHRMAMBA_SERVE_TOKENS": TOKEN,
+        "BENTOML_HOME": str(work / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    log = open(work / "serve.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("bentoml")),
+            "serve",
+            "serving.service:EHRMambaService",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--working-dir",
+            str(ROOT),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    import urllib.request
+
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit((work / "serve.log").read_text()[-3000:])
+        try:
+            request = urllib.request.Request(f"{base}/readyz", headers=HEADERS)
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 200:
+                    return proc, base
+        except OSError:
+            time.sleep(1)
+    raise SystemExit("the server did not become ready in 300 s")
+
+
+async def load(base: str, bodies: list[bytes], clients: int, requests: int, seed: int) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    remaining = iter(range(requests))
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(
+        base, timeout=timeout, connector=aiohttp.TCPConnector(limit=clients)
+    ) as session:
+
+        async def client(i: int) -> None:
+            rng = random.Random(seed * 1000 + i)
+            for _ in remaining:
+                body = bodies[rng.randrange(len(bodies))]
+                start = time.perf_counter()
+                try:
+                    async with session.post(
+                        "/predict?truncate=true", data=body, headers=HEADERS
+                    ) as response:
+                        await response.read()
+                        statuses[response.status] = statuses.get(response.status, 0) + 1
+                except aiohttp.ClientError as exc:
+                    errors.append(type(exc).__name__)
+                    continue
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        wall = time.perf_counter() - start
+    latencies.sort()
+    ok = statuses.get(200, 0)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3
+
+    return {
+        "clients": clients,
+        "requests": requests,
+        "ok": ok,
+        "errors": requests - ok,
+        "statuses": statuses,
+        "client_errors": errors[:5],
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": statistics.fmean(latencies) * 1e3,
+        "throughput_rps": ok / wall,
+        "seconds": wall,
+    }
+
+
+def batch_sizes(base: str) -> tuple[float, float]:
+    """(requests, batches) of the model's ``score`` API so far, from BentoML's metrics."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{base}/metrics", headers=HEADERS)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+
+    def total(kind: str) -> float:
+        pattern = rf'adaptive_batch_size_{kind}\{{[^}}]*method_name="score"[^}}]*\}} ([0-9.e+]+)'
+        return sum(float(x) for x in re.findall(pattern, text))
+
+    return total("sum"), total("count")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "synthea-r4")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-serve")
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--requests", default="200,10000,2000")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    servable, bodies = build_platform(args.data, args.work)
+    results: dict = {"bundles": len(bodies), "stages": stage_breakdown(servable, bodies)}
+    print(json.dumps(results["stages"], indent=1), flush=True)
+    proc, base = start_server(servable, args.work)
+    try:
+        runs = []
+        for i, (clients, requests) in enumerate(
+            zip(
+                map(int, args.clients.split(",")),
+                map(int, args.requests.split(",")),
+                strict=True,
+            )
+        ):
+            asyncio.run(load(base, bodies, clients, min(clients * 4, requests), seed=99))  # warm
+            before = batch_sizes(base)
+            run = asyncio.run(load(base, bodies, clients, requests, seed=i))
+            after = batch_sizes(base)
+            batches = after[1] - before[1]
+            run["mean_batch"] = (after[0] - before[0]) / batches if batches else None
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+        results["runs"] = runs
+        results["load_average"] = os.getloadavg()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+    print("\n| clients | requests | errors | p50 ms | p99 ms | requests/s | mean batch |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results["runs"]:
+        batch = f"{r['mean_batch']:.1f}" if r["mean_batch"] else "-"
+        print(
+            f"| {r['clients']} | {r['requests']:,} | {r['errors']} | {r['p50_ms']:.0f} | "
+            f"{r['p99_ms']:.0f} | {r['throughput_rps']:.1f} | {batch} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
