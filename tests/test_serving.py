@@ -263,6 +263,16 @@ def test_fhir_answer_is_a_valid_r4_bundle_of_risk_assessments(platform, client) 
     assert any("most recent 255 of" in i["diagnostics"] for o in outcomes for i in o["issue"])
 
 
+def test_the_readme_example_bundle_is_scored(client) -> None:
+    example = Path(__file__).resolve().parents[1] / "serving" / "examples" / "patient_bundle.json"
+    response = client.post("/predict", content=example.read_bytes(), headers=FHIR)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["patient"] == "example-1"
+    assert set(answer["risks"]) == set(TASKS)
+    assert answer["prediction_time"] == "2020-03-02T09:30:00Z"  # the encounter's end
+
+
 def test_a_searchset_from_patient_everything_gives_the_same_risks(platform, client) -> None:
     patient_id, body = next(iter(platform.bodies.items()))
     response = client.post("/predict?truncate=true", content=_searchset(body), headers=FHIR)
