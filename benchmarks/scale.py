@@ -150,7 +150,9 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_size(n: int, args: argparse.Namespace) -> dict:
+def run_size(n: int, args: argparse.Namespace, on_stage=None) -> dict:
+    """Generate, then measure each stage; ``on_stage(entry)`` after each (partial results)."""
+    on_stage = on_stage or (lambda entry: None)
     from ehrmamba.synth.mimic_writer import write_mimic_cohort
 
     work = args.work / f"n{n}"
@@ -174,24 +176,31 @@ def run_size(n: int, args: argparse.Namespace) -> dict:
         "generation_seconds": generation,
         "input_gzip_bytes": _dir_bytes(source),
         "memory_limit": args.memory_limit,
+        "complete": False,
         "stages": {},
     }
     print(f"\n{n:,} patients: {entry['resources']:,} resources generated in {generation:.0f} s")
+    on_stage(entry)
     common = {"db": db, "memory_limit": args.memory_limit, "threads": args.threads}
-    entry["stages"]["ingestion"] = measure(
-        "ingestion", source=source, workers=args.workers, **common
-    )
-    entry["duckdb_bytes_after_ingestion"] = _dir_bytes(db)
-    print(f"  ingestion     {entry['stages']['ingestion']['seconds']:8.1f} s")
-    entry["stages"]["dbt_build"] = measure("dbt_build", target=work / "dbt-target", **common)
-    entry["duckdb_bytes_after_dbt"] = _dir_bytes(db)
-    print(f"  dbt build     {entry['stages']['dbt_build']['seconds']:8.1f} s")
-    entry["stages"]["tokenization"] = measure("tokenization", target=work / "sequences", **common)
-    print(f"  tokenization  {entry['stages']['tokenization']['seconds']:8.1f} s")
-    entry["events"] = entry["stages"]["dbt_build"]["rows"]
-    for stage in entry["stages"].values():
-        stage["rows_per_second"] = stage["rows"] / stage["seconds"]
-        stage["us_per_event"] = stage["seconds"] / entry["events"] * 1e6
+    stage_args = {
+        "ingestion": {"source": source, "workers": args.workers},
+        "dbt_build": {"target": work / "dbt-target"},
+        "tokenization": {"target": work / "sequences"},
+    }
+    for stage in STAGES:
+        result = entry["stages"][stage] = measure(stage, **stage_args[stage], **common)
+        result["rows_per_second"] = result["rows"] / result["seconds"]
+        entry[f"duckdb_bytes_after_{stage}"] = _dir_bytes(db)
+        if stage == "dbt_build":
+            entry["events"] = result["rows"]
+        print(
+            f"  {stage:<13} {result['seconds']:8.1f} s, peak {result['peak_rss_gib']:.2f} GiB",
+            flush=True,
+        )
+        on_stage(entry)
+    for result in entry["stages"].values():
+        result["us_per_event"] = result["seconds"] / entry["events"] * 1e6
+    entry["complete"] = True
     if not args.keep:
         shutil.rmtree(work)
     return entry
@@ -216,6 +225,8 @@ def table(results: dict[str, dict]) -> str:
     ]
     for key in sorted(results, key=int):
         r = results[key]
+        if not r.get("complete", True):
+            continue
         for stage in STAGES:
             s = r["stages"][stage]
             lines.append(
@@ -232,7 +243,7 @@ def plot(results: dict[str, dict]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = sorted(results, key=int)
+    sizes = sorted((k for k in results if results[k].get("complete", True)), key=int)
     patients = [results[k]["patients"] for k in sizes]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for stage in STAGES:
@@ -289,8 +300,12 @@ def main() -> None:
     results = load_results()
     if not args.plot_only:
         for n in args.sizes:
-            results[str(n)] = run_size(n, args)
-            save_results(results)  # after every size: a long run keeps what it measured
+
+            def keep(entry: dict, n: int = n) -> None:  # a long run keeps what it measured
+                results[str(n)] = entry
+                save_results(results)
+
+            keep(run_size(n, args, keep))
             plot(results)
     print(table(results))
     print(f"\nplot: {plot(results).relative_to(ROOT)}")

@@ -245,6 +245,34 @@ def test_round_trip_exact_per_file_counts_nothing_quarantined(built: dict, con) 
     assert stored == expected
 
 
+def test_a_file_larger_than_a_batch_lands_in_several_bounded_batches(
+    built: dict, tmp_path: Path
+) -> None:
+    """MIMIC ships each profile as one file (chart events: GBs): with batches and worker chunks
+    of 1 MB, the chart file is merged in several transactions, with the same result."""
+    db = tmp_path / "small-batches.duckdb"
+    small = ingest(built["cohort"], db, workers=1, batch_bytes=1 << 20, chunk_bytes=1 << 20)
+    assert small.balanced and small.quarantined == 0
+    assert small.per_type == built["report"].per_type
+    chart = built["cohort"] / "MimicObservationChartevents.ndjson.gz"
+    assert len(gzip.decompress(chart.read_bytes())) > 4 << 20  # several chunks
+    manifest = (
+        "SELECT source_file, rows_read, rows_landed, rows_quarantined, rows_skipped "
+        "FROM raw.fhir_ingested_files WHERE source_file LIKE '%.ndjson.gz' ORDER BY 1"
+    )
+    content = "SELECT resource_type, id, content_hash FROM raw.fhir_resources ORDER BY 1, 2"
+    with duckdb.connect(str(db), read_only=True) as con_small:
+        small_manifest = con_small.execute(manifest).fetchall()
+        small_content = con_small.execute(content).fetchall()
+    with duckdb.connect(str(built["db"]), read_only=True) as con_one:
+        assert small_manifest == con_one.execute(manifest).fetchall()
+        one_content = con_one.execute(
+            "SELECT resource_type, id, content_hash FROM raw.fhir_resources "
+            "WHERE source_file LIKE '%.ndjson.gz' ORDER BY 1, 2"
+        ).fetchall()
+    assert small_content == one_content
+
+
 def test_generation_is_deterministic_and_parallel_safe(tmp_path: Path) -> None:
     one = write_mimic_cohort(tmp_path / "one", 6, SEED)
     two = write_mimic_cohort(tmp_path / "two", 6, SEED, workers=2)

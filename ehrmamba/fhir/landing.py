@@ -30,6 +30,7 @@ from ehrmamba.fhir.sources import SourceFile, discover
 
 DEFAULT_BATCH_BYTES = 48 << 20  # staged Arrow bytes merged per transaction
 DEFAULT_TASK_BYTES = 24 << 20  # JSON bytes per worker task (gzip sizes scaled by _GZIP_RATIO)
+DEFAULT_CHUNK_BYTES = 64 << 20  # JSON bytes a worker classifies and spills at a time
 _GZIP_RATIO = 12
 
 
@@ -191,6 +192,7 @@ def _results_in_order(
     spill: Path,
     landed_types: frozenset[str],
     window: int,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> Iterator[TaskResult]:
     """Results in file order (deterministic merges) with a bounded number of tasks in flight."""
     pending: deque[Future] = deque()
@@ -200,7 +202,9 @@ def _results_in_order(
         nxt = next(it, None)
         if nxt is not None:
             task_id, sources = nxt
-            pending.append(executor.submit(parse_files, sources, spill, task_id, landed_types))
+            pending.append(
+                executor.submit(parse_files, sources, spill, task_id, landed_types, chunk_bytes)
+            )
 
     for _ in range(window):
         submit()
@@ -211,7 +215,14 @@ def _results_in_order(
 
 
 class _BatchLoader:
-    """Stages parsed files in DuckDB and merges them, one transaction per batch."""
+    """Stages parsed files in DuckDB and merges them, one transaction per batch.
+
+    A file larger than a batch (MIMIC-IV on FHIR ships all chart events in one multi-GB file) is
+    merged in several transactions, a batch of chunks at a time, so memory stays bounded by the
+    batch; its manifest row is written with its last chunks. A crash in between leaves the file
+    out of the manifest: the next run reads it again, and the idempotent merge changes nothing
+    for the rows already landed.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, report: IngestReport, batch_bytes: int):
         self.con = con
@@ -222,16 +233,31 @@ class _BatchLoader:
         self.chunks: list[pa.Table] = []
         self.staged_bytes = 0
         self.in_txn = False
+        # quarantined rows per file merged by batches before the file's manifest row
+        self.quarantined_by_file: Counter[str] = Counter()
 
-    def add(self, result: TaskResult) -> None:
+    def _begin(self) -> None:
         if not self.in_txn:
             self.con.execute("BEGIN TRANSACTION")
             self.in_txn = True
+
+    def add(self, result: TaskResult) -> None:
+        self._begin()
+        paths = [p.source.path_str for p in result.files]
+        if paths:  # this run's quarantine of these files replaces the previous run's
+            self.con.execute(
+                "DELETE FROM raw.fhir_quarantine WHERE source_file IN "
+                "(SELECT unnest($paths::VARCHAR[]))",
+                {"paths": paths},
+            )
         for path in result.chunk_paths:
             chunk = read_chunk(path)  # memory-mapped: the batch costs page cache, not heap
             self.chunks.append(chunk)
             self.staged_bytes += chunk.nbytes
             path.unlink()
+            if self.staged_bytes >= self.batch_bytes:  # a file larger than a batch
+                self.flush()
+                self._begin()
         rows = [row for parsed in result.files for row in parsed.quarantine]
         if rows:
             table = pa.table(
@@ -258,13 +284,6 @@ class _BatchLoader:
             return
         con = self.con
         try:
-            paths = [p.source.path_str for p in self.files]
-            if paths:
-                con.execute(
-                    "DELETE FROM raw.fhir_quarantine WHERE source_file IN "
-                    "(SELECT unnest($paths::VARCHAR[]))",
-                    {"paths": paths},
-                )
             stage = pa.concat_tables(self.chunks) if self.chunks else store.empty_stage()
             con.register(store.STAGE_TABLE, stage)
             try:
@@ -287,12 +306,13 @@ class _BatchLoader:
         read: Counter[str] = Counter()
         skipped: Counter[str] = Counter()
         manifest = []
+        self.quarantined_by_file.update(outcome.quarantined_by_file)
         for parsed in self.files:
             read.update(parsed.read_counts)
             skipped.update(parsed.skipped_counts)
             n_read = sum(parsed.read_counts.values())
             n_skipped = sum(parsed.skipped_counts.values())
-            n_quarantined = outcome.quarantined_by_file.get(parsed.source.path_str, 0)
+            n_quarantined = self.quarantined_by_file.pop(parsed.source.path_str, 0)
             manifest.append(
                 (
                     parsed.source.path_str,
@@ -345,6 +365,7 @@ def ingest(
     landed_types: frozenset[str] = LANDED_TYPES,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     task_bytes: int = DEFAULT_TASK_BYTES,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     duckdb_threads: int | None = None,
     memory_limit: str | None = None,
     spill_dir: Path | None = None,
@@ -353,9 +374,10 @@ def ingest(
     """Land every FHIR resource under ``source`` into ``raw.fhir_resources``.
 
     ``force`` re-reads files that the manifest says are unchanged (the merge still adds nothing
-    for identical content). ``workers`` defaults to the number of cores; parser processes are
-    spawned, so a script that calls this needs Python's ``if __name__ == "__main__":`` guard
-    (notebooks and ``workers=1`` do not).
+    for identical content). Workers classify ``chunk_bytes`` of JSON at a time; the parent merges
+    about ``batch_bytes`` of staged rows per transaction, also within one large file. ``workers``
+    defaults to the number of cores; parser processes are spawned, so a script that calls this
+    needs Python's ``if __name__ == "__main__":`` guard (notebooks and ``workers=1`` do not).
     """
     started = time.perf_counter()
     files, ignored = discover(Path(source))
@@ -387,7 +409,7 @@ def ingest(
             try:
                 files_done = 0
                 for result in _results_in_order(
-                    executor, tasks, Path(tmp), landed_types, 4 * n_workers
+                    executor, tasks, Path(tmp), landed_types, 4 * n_workers, chunk_bytes
                 ):
                     loader.add(result)
                     files_done += len(result.files)
