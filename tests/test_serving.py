@@ -168,7 +168,7 @@ def test_a_batch_scores_each_record_as_if_alone(platform) -> None:
     """Two copies of one patient in one batch share every resource id: the engine must run them
     apart, and every record's risks equal its single-record answer."""
     runtime = ModelRuntime.load(platform.servable, engines=1)
-    records = [read_patient_bundle(b) for b in platform.bodies.values()]
+    records = [read_patient_bundle(b) for b in list(platform.bodies.values())[:3]]
     batch = [*records, records[0]]
     together = runtime.score(batch, truncate=[True] * len(batch))
     for record, scored in zip(batch, together, strict=True):
