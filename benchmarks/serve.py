@@ -124,6 +124,66 @@ def stage_breakdown(servable: Path, bodies: list[bytes]) -> dict[str, float]:
     }
 
 
+def chain_variants(servable: Path, bodies: list[bytes]) -> dict[str, float]:
+    """Thread-CPU milliseconds of the ways to run the compiled dbt models on one record.
+
+    - ``one_query``: every model a materialized CTE of one query (what the engine does);
+    - ``per_model``: one ``CREATE OR REPLACE TEMP TABLE`` per model, in dependency order, as
+      ``dbt run`` would materialize them;
+    - ``prepared``: the one query through SQL ``PREPARE`` once and ``EXECUTE`` per record
+      (DuckDB 2.0 re-plans a prepared statement at every execution, so this gains nothing).
+    """
+    import pyarrow as pa
+
+    from ehrmamba.fhir.classify import CLASSIFY_SQL
+    from ehrmamba.fhir.event_chain import EventChain, EventEngine
+    from ehrmamba.fhir.request_bundle import read_patient_bundle
+    from serving.runtime import CHAIN_SUBDIR
+
+    chain = EventChain.load(servable / CHAIN_SUBDIR)
+    body = sorted(bodies, key=len)[len(bodies) // 2]
+    record = read_patient_bundle(body)
+    engine = EventEngine(chain)
+    con = engine.con
+    engine.events([record])  # warm; it leaves the raw table empty, so land the record again
+    names = pa.array(["request-0"] * record.resources.num_rows)
+    con.register("_fhir_chunk", record.resources.set_column(0, "source_file", names))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {CLASSIFY_SQL}")
+    con.execute(
+        "INSERT INTO raw.fhir_resources SELECT resource_type, id, version_id, content_hash, "
+        "subject_id, last_updated, resource, source_file, full_url, now() FROM _classified "
+        "WHERE error IS NULL"
+    )
+    per_model = [
+        f"CREATE OR REPLACE TEMP TABLE {m.relation.split('.')[-1]} AS " + _rename(m.sql, chain)
+        for m in chain.models
+    ]
+    con.execute("PREPARE chain_query AS " + chain.query())
+
+    def cpu(fn, repeat=5) -> float:
+        fn()
+        times = []
+        for _ in range(repeat):
+            start = time.thread_time()
+            fn()
+            times.append(time.thread_time() - start)
+        return statistics.median(times) * 1e3
+
+    return {
+        "one_query_ms": cpu(lambda: con.execute(chain.query()).fetchall()),
+        "per_model_ms": cpu(lambda: [con.execute(sql) for sql in per_model]),
+        "prepared_ms": cpu(lambda: con.execute("EXECUTE chain_query").fetchall()),
+        "models": len(chain.models),
+    }
+
+
+def _rename(sql: str, chain) -> str:
+    """A model's SQL reading the temp tables of the models before it."""
+    for m in chain.models:
+        sql = sql.replace(m.relation, m.relation.split(".")[-1])
+    return sql
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -248,12 +308,19 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--requests", default="200,10000,2000")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--stages-only", action="store_true", help="skip the HTTP load")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
     servable, bodies = build_platform(args.data, args.work)
-    results: dict = {"bundles": len(bodies), "stages": stage_breakdown(servable, bodies)}
-    print(json.dumps(results["stages"], indent=1), flush=True)
+    results: dict = {
+        "bundles": len(bodies),
+        "stages": stage_breakdown(servable, bodies),
+        "chain_variants": chain_variants(servable, bodies),
+    }
+    print(json.dumps({k: results[k] for k in ("stages", "chain_variants")}, indent=1), flush=True)
+    if args.stages_only:
+        return
     proc, base = start_server(servable, args.work)
     try:
         runs = []

@@ -22,9 +22,10 @@ import os
 from datetime import datetime
 from typing import Any
 
-# The model service scores several requests at once, each on one core (MODEL_THREADS request
-# threads on the 2-core target): intra-op threads would only fight for the same cores. Set
-# before numba is first imported (ehrmamba.model); an explicit environment value wins.
+# Each model worker process runs one batch at a time (BentoML's dispatcher keeps one batch in
+# flight) on one core; the cores are used by running MODEL_WORKERS such processes, not by
+# intra-op threads, which only fight for the same cores. Set before numba is first imported
+# (ehrmamba.model); an explicit environment value wins.
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import aiohttp
@@ -53,7 +54,9 @@ logger = logging.getLogger("ehrmamba.serving")
 
 MAX_BATCH_ENV = "EHRMAMBA_SERVE_MAX_BATCH"
 TORCH_THREADS_ENV = "EHRMAMBA_SERVE_TORCH_THREADS"
-MODEL_THREADS = 2  # concurrent model calls (a batch and an explanation, say); one engine each
+MODEL_WORKERS_ENV = "EHRMAMBA_SERVE_MODEL_WORKERS"
+MODEL_WORKERS = int(os.environ.get(MODEL_WORKERS_ENV) or 2)  # processes: one per core
+MODEL_THREADS = 2  # concurrent calls per process (a batch and an explanation); one engine each
 JSON_TYPES = ("application/json", "application/fhir+json")
 
 
@@ -166,7 +169,7 @@ def _jsonable(value: Any) -> Any:
 
 @bentoml.service(
     name="ehrmamba-model",
-    workers=1,
+    workers=MODEL_WORKERS,
     threads=MODEL_THREADS,
     traffic={"timeout": 600},
 )
