@@ -33,16 +33,15 @@ def _vocab() -> Vocabulary:
     )
 
 
-def _patient(rng: np.random.Generator, sid: int, planted: bool) -> pd.DataFrame:
+def _patient(rng: np.random.Generator, sid: int, planted: bool, n_visits: int = 6) -> pd.DataFrame:
     rows = [(pd.Timestamp("1950-01-01"), "MEDS_BIRTH", None, "birth")]
     t = pd.Timestamp("2015-01-01")
-    n_visits = 6
     plant_at = int(rng.integers(0, n_visits))
     for v in range(n_visits):
         t += pd.Timedelta(days=int(rng.integers(10, 200)))
         vid = f"{sid}-{v}"
         rows.append((t, "VISIT/inpatient", vid, "visit_start"))
-        for code in rng.choice(CODES, size=3, replace=False):
+        for code in rng.choice(CODES, size=2, replace=False):
             rows.append((t, str(code), vid, "condition"))
         if planted and v == plant_at:
             rows.append((t, PLANTED, vid, "condition"))
@@ -125,25 +124,31 @@ def test_forecast_samples_events_after_the_cut_from_the_vocabulary() -> None:
 def test_integrated_gradients_rank_the_planted_event_first() -> None:
     vocab = _vocab()
     rng = np.random.default_rng(1)
-    patients = [(_patient(rng, i, planted=i % 2 == 0), float(i % 2 == 0)) for i in range(64)]
+    patients = [(_patient(rng, i, i % 2 == 0, n_visits=4), float(i % 2 == 0)) for i in range(64)]
     seqs = [tokenize_events(ev, vocab, task=TASK) for ev, _ in patients]
     labels = torch.tensor([y for _, y in patients])
     torch.manual_seed(0)
     model = EHRMambaForMultitask(EHRMambaConfig.preset("tiny", vocab_size=len(vocab), dropout=0.0))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     batch = _batch(seqs)
-    for _ in range(120):
-        idx = torch.randperm(len(seqs))[:32]
-        loss = model(**{k: v[idx] for k, v in batch.items()}, labels=labels[idx]).loss
+    accuracy = 0.0
+    for step in range(300):  # until the plant is learned (about 100 steps)
+        model.train()
+        loss = model(**batch, labels=labels).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step % 20 == 19:
+            model.eval()
+            with torch.no_grad():
+                probs = torch.sigmoid(model(**batch).logits)
+            accuracy = float(((probs > 0.5).float() == labels).float().mean())
+            if accuracy >= 0.97:
+                break
+    assert accuracy >= 0.97, "the model learned the plant"
     model.eval()
-    with torch.no_grad():
-        probs = torch.sigmoid(model(**batch).logits)
-    assert ((probs > 0.5).float() == labels).float().mean() > 0.9, "the model learned the plant"
 
-    fresh = _patient(np.random.default_rng(7), 999, planted=True)
+    fresh = _patient(np.random.default_rng(7), 999, planted=True, n_visits=4)
     explanation = explain_layout(model, vocab, _layout(vocab, fresh), TASK, max_len=128)
     assert explanation.risk > 0.5
     top = explanation.events[0]

@@ -18,6 +18,9 @@ from orchestration.dbt_project import run_dbt
 from orchestration.presets import load_preset
 from tests import fhir_builders as fb
 
+# the module's fixture runs the whole graph, from FHIR to a built Bento, on the tiny preset
+pytestmark = pytest.mark.timeout(1200)
+
 LABEL_TASKS = [
     "fluid_electrolyte_1y",
     "hypertension_1y",
