@@ -255,7 +255,7 @@ def run_baselines(
             x_train = x_all[train_idx]
             predict = feats.keys["split"].isin(PREDICTED_SPLITS).to_numpy()
             if eval_rows is not None:
-                predict &= _in_rows(feats.keys, eval_rows.loc[eval_rows["task"] == task])
+                predict = predict & _in_rows(feats.keys, eval_rows.loc[eval_rows["task"] == task])
             for kind in config.models:
                 model = _estimator(kind, config)
                 model.fit(x_train, y_train)
