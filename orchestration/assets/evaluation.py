@@ -49,10 +49,10 @@ SINGLE_NAME = "ehrmamba-single-task"
 
 class EvaluationRunConfig(dg.Config):
     bootstrap_resamples: int = 1000
-    forecast_patients: int = 40
+    forecast_patients: int = 30
     """held_out patients whose last visit is forecast (recall@k, gap error); 0 skips."""
     forecast_samples: int = 16
-    zero_shot_per_task: int = 25
+    zero_shot_per_task: int = 20
     """held_out label rows per task scored zero-shot from sampled futures; 0 skips."""
     seed: int = 0
 

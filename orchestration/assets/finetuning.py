@@ -33,9 +33,9 @@ class LabelSequencesConfig(dg.Config):
 
     max_len: int = 256
     """History tokens per label, most recent kept (the task token is never cut)."""
-    train_per_task: int = 800
-    tuning_per_task: int = 300
-    held_out_per_task: int = 400
+    train_per_task: int = 600
+    tuning_per_task: int = 200
+    held_out_per_task: int = 300
     train_positive_share: float = 0.3
     """Share of positives among a task's train rows when there are enough (0: natural)."""
     seed: int = 0
@@ -46,7 +46,7 @@ class FinetuneRunConfig(dg.Config):
 
     tasks: list[str] = Field(default_factory=list)
     """Tasks to learn; empty: every task of the vocabulary."""
-    max_steps: int = 150
+    max_steps: int = 120
     batch_size: int = 8
     learning_rate: float = 5e-4
     balance: str = "tasks"
@@ -57,7 +57,7 @@ class FinetuneRunConfig(dg.Config):
 class SingleTaskRunConfig(dg.Config):
     steps_per_task: int = 0
     """0: the MTF run's steps divided by the number of tasks (the same budget per task)."""
-    mtf_max_steps: int = 150
+    mtf_max_steps: int = 120
     batch_size: int = 8
     learning_rate: float = 5e-4
     seed: int = 0
