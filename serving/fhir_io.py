@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
+from ehrmamba.fhir.request_bundle import RecordProblem
 from serving.runtime import Scored, iso
 
 FHIR_JSON = "application/fhir+json"
@@ -211,7 +214,7 @@ def cds_cards(
     *,
     model_version: str,
     thresholds: Mapping[str, float],
-    drivers: Mapping[str, list[Any]],
+    drivers: Mapping[str, list[Mapping[str, Any]]],
 ) -> dict[str, Any]:
     """One card: the risks (highest first) and, per task, its top contributing events."""
     ranked = sorted(scored.risks.items(), key=lambda kv: kv[1], reverse=True)
@@ -231,8 +234,8 @@ def cds_cards(
         if contributions:
             lines.append("")
             lines.append(f"Events raising the risk of {_md(outcome(task).text)}:")
-            for c in contributions:
-                lines.append(f"- {_md(c.code)} ({iso(c.time)[:10]})")
+            for c in contributions:  # {"code": ..., "time": FHIR instant, ...}
+                lines.append(f"- {_md(c['code'])} ({c['time'][:10]})")
     lines.append("")
     lines.append(
         f"Prediction at {iso(scored.prediction_time)} from {scored.n_events} events "
@@ -249,3 +252,68 @@ def cds_cards(
             }
         ]
     }
+
+
+def cds_record_bundle(body: bytes) -> bytes:
+    """The patient's record from a patient-view request's prefetch, as one Bundle (bytes).
+
+    CDS Hooks 2.0: ``context.patientId``; ``prefetch.patient`` (the Patient) and
+    ``prefetch.everything`` (Patient/$everything, a searchset Bundle). Without prefetch the
+    service would have to query the EHR's FHIR server, which it does not: 412, as the spec says.
+    """
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RecordProblem(f"invalid JSON: {exc}", status=400, code="structure") from None
+    if not isinstance(request, dict):
+        raise RecordProblem("a CDS Hooks request is a JSON object", status=400)
+    if request.get("hook") != "patient-view":
+        raise RecordProblem(
+            f"this service answers the patient-view hook, not {str(request.get('hook'))[:40]!r}",
+            status=400,
+            code="not-supported",
+            expression="hook",
+        )
+    context = request.get("context")
+    patient_id = context.get("patientId") if isinstance(context, dict) else None
+    if not isinstance(patient_id, str) or not isinstance(request.get("hookInstance"), str):
+        raise RecordProblem(
+            "a patient-view request needs hookInstance and context.patientId",
+            status=400,
+            code="required",
+            expression="context.patientId",
+        )
+    prefetch = request.get("prefetch")
+    everything = prefetch.get("everything") if isinstance(prefetch, dict) else None
+    if not isinstance(everything, dict):
+        raise RecordProblem(
+            "prefetch.everything (Patient/{{context.patientId}}/$everything) is missing; this "
+            "service does not query the FHIR server itself",
+            status=412,
+            code="required",
+            expression="prefetch.everything",
+        )
+    patient = prefetch.get("patient")
+    entries = everything.get("entry")
+    entries = list(entries) if isinstance(entries, list) else []
+    has_patient = any(
+        isinstance(e, dict)
+        and isinstance(e.get("resource"), dict)
+        and e["resource"].get("resourceType") == "Patient"
+        for e in entries
+    )
+    if isinstance(patient, dict) and not has_patient:
+        entries.insert(0, {"resource": patient})
+    for e in entries:
+        resource = e.get("resource") if isinstance(e, dict) else None
+        if (
+            isinstance(resource, dict)
+            and resource.get("resourceType") == "Patient"
+            and resource.get("id") != patient_id
+        ):
+            raise RecordProblem(
+                "the prefetched Patient is not context.patientId",
+                status=400,
+                expression="prefetch.patient",
+            )
+    return orjson.dumps({**everything, "entry": entries})

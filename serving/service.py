@@ -32,6 +32,7 @@ import aiohttp
 import anyio
 import bentoml
 import numpy as np
+import pyarrow as pa
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +40,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ehrmamba.fhir.parse import STAGE_SCHEMA
 from ehrmamba.fhir.request_bundle import PatientRecord, RecordProblem, read_patient_bundle
 from serving import fhir_io
 from serving.runtime import (
@@ -58,6 +60,7 @@ MODEL_WORKERS_ENV = "EHRMAMBA_SERVE_MODEL_WORKERS"
 MODEL_WORKERS = int(os.environ.get(MODEL_WORKERS_ENV) or 2)  # processes: one per core
 MODEL_THREADS = 2  # concurrent calls per process (a batch and an explanation); one engine each
 JSON_TYPES = ("application/json", "application/fhir+json")
+_WARMUP_PATIENT = '{"resourceType":"Patient","id":"warmup","birthDate":"1970-01-01"}'
 
 
 # ---------------------------------------------------------------------- the model service's I/O
@@ -189,22 +192,21 @@ class EHRMambaModel:
         self._ready = False
 
     def __is_ready__(self) -> bool:
-        return self._ready or self._warm()
+        if not self._ready:
+            self._warm()
+            self._ready = True
+        return True
 
-    def _warm(self) -> bool:
-        """One tiny prediction, so the first client does not pay numba's and DuckDB's warm-up."""
-        import pyarrow as pa
-
-        from ehrmamba.fhir.parse import STAGE_SCHEMA
-
-        patient = b'{"resourceType":"Patient","id":"warmup","birthDate":"1970-01-01"}'
+    def _warm(self) -> None:
+        """One tiny prediction (a Patient with a birth date), so the first client does not pay
+        numba's and DuckDB's warm-up; an error here is a broken model and fails readiness."""
         table = pa.table(
-            [["request"], ["entry[0]"], [1], [None], ["Patient"], [patient.decode()]],
+            [["request"], ["entry[0]"], [1], [None], ["Patient"], [_WARMUP_PATIENT]],
             schema=STAGE_SCHEMA,
         )
-        result = self.runtime.score([PatientRecord("warmup", table)], truncate=[True])[0]
-        self._ready = not isinstance(result, RecordProblem) or result.code != "exception"
-        return self._ready
+        (result,) = self.runtime.score([PatientRecord("warmup", table)], truncate=[True])
+        if isinstance(result, RecordProblem):
+            raise RuntimeError(f"the warm-up record was refused: {result.message}")
 
     @bentoml.api(
         batchable=True,
@@ -578,95 +580,21 @@ class EHRMambaService:
                 code="not-found",
             )
         body = await request.body()
-        bundle = await anyio.to_thread.run_sync(cds_record_bundle, body)
+        bundle = await anyio.to_thread.run_sync(fhir_io.cds_record_bundle, body)
         record = await anyio.to_thread.run_sync(read_patient_bundle, bundle)
         item = ExplainIn.of(record, {"truncate": True}, top_k=3, steps=8)
         out = ExplainOut.model_validate(await self._call("explain", item))
         if out.problem is not None:
             return _problem_response(out.problem)
         info = await self._model_info()
-        drivers = {task: [_Driver(**d) for d in rows] for task, rows in out.drivers.items()}
         return JSONResponse(
             fhir_io.cds_cards(
                 out.score.scored(),
                 model_version=info["version"],
                 thresholds=info.get("thresholds", {}),
-                drivers=drivers,
+                drivers=out.drivers,
             )
         )
-
-
-class _Driver:
-    def __init__(self, code: str, time: str, **_: Any) -> None:
-        self.code = code
-        self.time = np.datetime64(time.rstrip("Z"))
-
-
-def cds_record_bundle(body: bytes) -> bytes:
-    """The patient's record from a patient-view request's prefetch, as one Bundle (bytes).
-
-    CDS Hooks 2.0: ``context.patientId``; ``prefetch.patient`` (the Patient) and
-    ``prefetch.everything`` (Patient/$everything, a searchset Bundle). Without prefetch the
-    service would have to query the EHR's FHIR server, which it does not: 412, as the spec says.
-    """
-    import orjson
-
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RecordProblem(f"invalid JSON: {exc}", status=400, code="structure") from None
-    if not isinstance(request, dict):
-        raise RecordProblem("a CDS Hooks request is a JSON object", status=400)
-    if request.get("hook") != "patient-view":
-        raise RecordProblem(
-            f"this service answers the patient-view hook, not {str(request.get('hook'))[:40]!r}",
-            status=400,
-            code="not-supported",
-            expression="hook",
-        )
-    context = request.get("context")
-    patient_id = context.get("patientId") if isinstance(context, dict) else None
-    if not isinstance(patient_id, str) or not isinstance(request.get("hookInstance"), str):
-        raise RecordProblem(
-            "a patient-view request needs hookInstance and context.patientId",
-            status=400,
-            code="required",
-            expression="context.patientId",
-        )
-    prefetch = request.get("prefetch")
-    everything = prefetch.get("everything") if isinstance(prefetch, dict) else None
-    if not isinstance(everything, dict):
-        raise RecordProblem(
-            "prefetch.everything (Patient/{{context.patientId}}/$everything) is missing; this "
-            "service does not query the FHIR server itself",
-            status=412,
-            code="required",
-            expression="prefetch.everything",
-        )
-    patient = prefetch.get("patient")
-    entries = everything.get("entry")
-    entries = list(entries) if isinstance(entries, list) else []
-    has_patient = any(
-        isinstance(e, dict)
-        and isinstance(e.get("resource"), dict)
-        and e["resource"].get("resourceType") == "Patient"
-        for e in entries
-    )
-    if isinstance(patient, dict) and not has_patient:
-        entries.insert(0, {"resource": patient})
-    for e in entries:
-        resource = e.get("resource") if isinstance(e, dict) else None
-        if (
-            isinstance(resource, dict)
-            and resource.get("resourceType") == "Patient"
-            and resource.get("id") != patient_id
-        ):
-            raise RecordProblem(
-                "the prefetched Patient is not context.patientId",
-                status=400,
-                expression="prefetch.patient",
-            )
-    return orjson.dumps({**everything, "entry": entries})
 
 
 EHRMambaService.add_asgi_middleware(GuardMiddleware)
