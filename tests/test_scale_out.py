@@ -30,7 +30,19 @@ def corpus(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("scale_out")
     write_cohort(root / "fhir", 60, seed=3)
     ingest(root / "fhir", root / "w.duckdb")
-    proc = run_dbt(["build", "--quiet"], duckdb_path=root / "w.duckdb", target_path=root / "t")
+    # only what the tokenizer reads: events, subjects, splits (no labels, no tests)
+    proc = run_dbt(
+        [
+            "build",
+            "--quiet",
+            "--select",
+            "+meds_events +subjects +subject_splits",
+            "--exclude",
+            "resource_type:test",
+        ],
+        duckdb_path=root / "w.duckdb",
+        target_path=root / "t",
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     with duckdb.connect(str(root / "w.duckdb")) as con:
         vocab = fit_vocabulary(con, TokenizerConfig(max_len=MAX_LEN))
