@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# in-process stages run as a model worker does: one core, no intra-op threads (serving.service)
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/fhir+json"}
@@ -89,9 +92,12 @@ def build_platform(data: Path, work: Path) -> tuple[Path, list[bytes]]:
 
 def stage_breakdown(servable: Path, bodies: list[bytes]) -> dict[str, float]:
     """Median milliseconds (thread CPU) of each stage for the median-size Bundle."""
+    import torch
+
     from ehrmamba.fhir.request_bundle import read_patient_bundle
     from serving.runtime import ModelRuntime
 
+    torch.set_num_threads(1)
     runtime = ModelRuntime.load(servable, engines=1)
     ordered = sorted(bodies, key=len)
     body = ordered[len(ordered) // 2]
