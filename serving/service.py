@@ -582,16 +582,24 @@ class EHRMambaService:
         body = await request.body()
         bundle = await anyio.to_thread.run_sync(fhir_io.cds_record_bundle, body)
         record = await anyio.to_thread.run_sync(read_patient_bundle, bundle)
-        item = ExplainIn.of(record, {"truncate": True}, top_k=3, steps=8)
+        # An EHR cannot pass truncate=true: a record longer than the context is scored by its
+        # most recent part (the card says so). Risks for every task (batched with /predict),
+        # then the drivers of the tasks the card leads with: the elevated ones, else the top.
+        options = {"truncate": True}
+        scored = await self._score(ScoreIn.of(record, options))
+        info = await self._model_info()
+        thresholds = info.get("thresholds", {})
+        ranked = sorted(scored.risks, key=scored.risks.get, reverse=True)
+        lead = [t for t in ranked if t in thresholds and scored.risks[t] >= thresholds[t]]
+        item = ExplainIn.of(record, options, tasks=(lead or ranked)[:2], top_k=3, steps=8)
         out = ExplainOut.model_validate(await self._call("explain", item))
         if out.problem is not None:
             return _problem_response(out.problem)
-        info = await self._model_info()
         return JSONResponse(
             fhir_io.cds_cards(
-                out.score.scored(),
+                scored,
                 model_version=info["version"],
-                thresholds=info.get("thresholds", {}),
+                thresholds=thresholds,
                 drivers=out.drivers,
             )
         )
