@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ehrmamba.meds_io import import_meds
+from ehrmamba.synth import write_cohort
 from orchestration.dbt_project import run_dbt
 from orchestration.presets import load_preset
 from tests import fhir_builders as fb
@@ -54,10 +55,14 @@ def _materialized(result) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory, bulk_ndjson_10):
+def clean_run(tmp_path_factory):
+    """The whole graph on 80 synthetic patients: enough for every stage to have data (a
+    held_out split with both classes, so the first model can become the champion)."""
     home = tmp_path_factory.mktemp("clean")
+    source = tmp_path_factory.mktemp("cohort")
+    write_cohort(source, 80, seed=1)
     with pytest.MonkeyPatch.context() as mp:
-        result = _run(home, bulk_ndjson_10, mp, load_preset("tiny"))
+        result = _run(home, source, mp, load_preset("tiny"))
     return home, result
 
 
@@ -89,11 +94,13 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
     checks = _checks(result)
     assert checks["meds_events_expectations"].passed
     assert checks["subject_splits_expectations"].passed
-    # 13 patients: tasks without a positive label are reported as unsupported, not blocking
-    unsupported = checks["labels__mortality_1m_expectations"]
-    assert not unsupported.passed
-    assert unsupported.severity == dg.AssetCheckSeverity.WARN
-    assert "cannot support the task" in unsupported.description
+    # a small cohort may leave a task without positives: reported as unsupported, never blocking
+    for task in LABEL_TASKS:
+        check = checks[f"labels__{task}_expectations"]
+        assert check.passed or (
+            check.severity == dg.AssetCheckSeverity.WARN
+            and "cannot support the task" in check.description
+        ), task
 
     meds_root = home / "meds"
     assert sorted(p.name for p in (meds_root / "metadata").iterdir()) == [
