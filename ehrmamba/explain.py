@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 import torch
 from captum.attr import LayerIntegratedGradients
 
 from ehrmamba.model import EHRMambaForMultitask
-from ehrmamba.tokenize import FEATURES, TokenType, Vocabulary
+from ehrmamba.tokenize import FEATURES, TokenType, Vocabulary, sequence_tensors
 from ehrmamba.tokenize.sequences import SubjectLayout
 
 _STRUCTURE = (TokenType.PAD, TokenType.SPECIAL, TokenType.GAP, TokenType.VISIT, TokenType.TASK)
@@ -44,15 +43,6 @@ class Explanation:
     baseline_risk: float  # the model's risk with every concept replaced by [PAD]
     convergence_delta: float  # IG completeness error: small when n_steps suffices
     events: list[EventAttribution]  # most influential first (by absolute attribution)
-
-
-def _tensors(seq: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {
-        k: torch.as_tensor(
-            seq[k], dtype=torch.float32 if seq[k].dtype.kind == "f" else torch.long
-        ).unsqueeze(0)
-        for k in FEATURES
-    }
 
 
 def _logit(model: EHRMambaForMultitask):
@@ -87,7 +77,7 @@ def explain_layout(
         task_token_position=task_token_position,
         with_times=True,
     )
-    inputs = _tensors(seq)
+    inputs = sequence_tensors(seq)
     features = tuple(inputs[k] for k in FEATURES[1:])
     forward = _logit(model)
     ig = LayerIntegratedGradients(forward, model.backbone.embeddings.word_embeddings)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ehrmamba.model import EHRMambaForPretraining, repeat_cache
-from ehrmamba.tokenize import FEATURES, TokenType, Vocabulary
+from ehrmamba.tokenize import TokenType, Vocabulary, sequence_tensors
 from ehrmamba.tokenize.sequences import NS_PER_DAY, NS_PER_WEEK, NS_PER_YEAR, SubjectLayout
 from ehrmamba.tokenize.vocab import GAP_TOKENS, PAD, VE, VS
 
@@ -99,14 +99,6 @@ class ForecastConfig:
     exclude: list[str] = field(default_factory=lambda: ["[PAD]", "[CLS]", "[MASK]", "[REG]"])
 
 
-def _features_tensor(seq: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    out = {}
-    for k in FEATURES:
-        dtype = torch.float32 if seq[k].dtype.kind == "f" else torch.long
-        out[k] = torch.as_tensor(seq[k], dtype=dtype).unsqueeze(0)
-    return out
-
-
 @torch.no_grad()
 def forecast_layout(
     model: EHRMambaForPretraining,
@@ -120,7 +112,7 @@ def forecast_layout(
     config = config or ForecastConfig()
     model.eval()
     seq = layout.sequence(vocab, cut=cut, max_len=config.max_len)
-    history = _features_tensor(seq)
+    history = sequence_tensors(seq)
     n = config.n_samples
     cache = model.allocate_inference_cache(1)
     hidden = model.backbone(**history, cache=cache)

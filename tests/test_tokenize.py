@@ -388,7 +388,8 @@ def test_label_sample_caps_per_task_and_split(con, vocab, tmp_path: Path) -> Non
     tasks = ["hypertension_1y", "readmission_1m"]
     everything = (
         con.execute(
-            """SELECT l.task, sp.split, count(*) AS n, count(*) FILTER (WHERE l.boolean_value) AS pos
+            """SELECT l.task, sp.split, count(*) AS n,
+            count(*) FILTER (WHERE l.boolean_value) AS pos
         FROM (SELECT 'hypertension_1y' AS task, * FROM marts.labels__hypertension_1y
               UNION ALL SELECT 'readmission_1m', * FROM marts.labels__readmission_1m) l
         JOIN marts.subject_splits sp USING (subject_id) GROUP BY ALL"""

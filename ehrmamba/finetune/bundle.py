@@ -19,22 +19,13 @@ import pandas as pd
 import torch
 
 from ehrmamba.model import EHRMambaForMultitask
-from ehrmamba.tokenize import FEATURES, Vocabulary
+from ehrmamba.tokenize import FEATURES, TORCH_DTYPES, Vocabulary, sequence_tensors
 from ehrmamba.tokenize.sequences import SubjectLayout, _to_ns, encode_events
 
 BUNDLE_FORMAT = "ehrmamba.finetuned/1"
 MODEL_SUBDIR = "model"
 VOCAB_NAME = "vocabulary.json"
 SETTINGS_NAME = "finetuned.json"
-
-_TORCH_DTYPES = {
-    "input_ids": torch.long,
-    "token_type_ids": torch.long,
-    "time_weeks": torch.float32,
-    "age_years": torch.float32,
-    "visit_order": torch.long,
-    "visit_segment": torch.long,
-}
 
 
 @dataclass
@@ -58,11 +49,6 @@ class PatientPrediction:
     n_tokens: int  # history tokens the model read (after truncation)
     n_events: int
     truncated: bool  # the history was longer than the model's context
-
-
-def _tensors(seq: dict[str, np.ndarray], rows: slice | None = None) -> dict[str, torch.Tensor]:
-    rows = rows or slice(None)
-    return {k: torch.as_tensor(seq[k][rows], dtype=_TORCH_DTYPES[k]).unsqueeze(0) for k in FEATURES}
 
 
 @dataclass
@@ -135,16 +121,16 @@ class FinetunedModel:
         self.model.eval()
         if self.settings.task_token_position == "end":
             n = len(seqs[0]["input_ids"])
-            history = _tensors(seqs[0], slice(0, n - 1))
+            history = sequence_tensors(seqs[0], slice(0, n - 1))
             task_inputs = {
                 k: torch.as_tensor(
-                    np.array([s[k][n - 1] for s in seqs]), dtype=_TORCH_DTYPES[k]
+                    np.array([s[k][n - 1] for s in seqs]), dtype=TORCH_DTYPES[k]
                 ).unsqueeze(0)
                 for k in FEATURES
             }
             logits = self.model.predict_tasks(history, task_inputs)[0]
         else:  # task token first: every task needs its own scan
-            batch = {k: torch.cat([_tensors(s)[k] for s in seqs]) for k in FEATURES}
+            batch = {k: torch.cat([sequence_tensors(s)[k] for s in seqs]) for k in FEATURES}
             logits = self.model(**batch).logits
         probs = torch.sigmoid(logits.float()).tolist()
         return dict(zip(tasks, probs, strict=True))

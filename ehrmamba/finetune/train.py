@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from ehrmamba.finetune.bundle import FinetunedModel, FinetuneSettings
 from ehrmamba.model import EHRMambaForMultitask, EHRMambaForPretraining
 from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
+from ehrmamba.train.optim import adamw_with_warmup
 from ehrmamba.train.pretrain import MODEL_INPUTS, _precision
 
 BUNDLE_ARTIFACT = "finetuned_model"
@@ -92,30 +93,14 @@ class FinetuningModule(L.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.config
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            skip = param.ndim < 2 or name.endswith(("A_log", "D", "bias"))
-            (no_decay if skip else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=cfg.learning_rate,
+        return adamw_with_warmup(
+            self.model,
+            learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio,
+            total_steps=self.trainer.estimated_stepping_batches,
+            decay="linear",
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(total * cfg.warmup_ratio))
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (total - step) / max(1, total - warmup))  # linear decay
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
 
 def sample_weights(tasks: list[str], labels: list[float], balance: str) -> np.ndarray:

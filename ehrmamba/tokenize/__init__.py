@@ -1,6 +1,11 @@
 """Tokenization: vocabulary (fitted on train), patient sequences, label inputs, torch reader."""
 
-from ehrmamba.tokenize.dataset import SequenceDataset, collate_sequences
+from ehrmamba.tokenize.dataset import (
+    TORCH_DTYPES,
+    SequenceDataset,
+    collate_sequences,
+    sequence_tensors,
+)
 from ehrmamba.tokenize.sequences import (
     FEATURES,
     LabelSample,
@@ -27,6 +32,7 @@ __all__ = [
     "FEATURES",
     "GAP_TOKENS",
     "SPECIAL_TOKENS",
+    "TORCH_DTYPES",
     "LabelSample",
     "SequenceDataset",
     "SubjectLayout",
@@ -38,6 +44,7 @@ __all__ = [
     "fit_vocabulary",
     "gap_token",
     "load_layouts",
+    "sequence_tensors",
     "tokenize_events",
     "write_label_sequences",
     "write_pretraining_sequences",

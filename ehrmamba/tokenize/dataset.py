@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from ehrmamba.tokenize.sequences import FEATURES
 
 PAD_ID = 0
-_TORCH_DTYPES = {
+TORCH_DTYPES = {
     "input_ids": torch.long,
     "token_type_ids": torch.long,
     "time_weeks": torch.float32,
@@ -51,13 +51,21 @@ class SequenceDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item: dict[str, Any] = {
-            k: torch.tensor(self._cols[k][i], dtype=_TORCH_DTYPES[k]) for k in FEATURES
+            k: torch.tensor(self._cols[k][i], dtype=TORCH_DTYPES[k]) for k in FEATURES
         }
         item["subject_id"] = self.subject_ids[i]
         if self.labels is not None:
             item["labels"] = torch.tensor(float(self.labels[i]))
             item["task"] = self.tasks[i]
         return item
+
+
+def sequence_tensors(
+    seq: dict[str, np.ndarray], rows: slice | None = None
+) -> dict[str, torch.Tensor]:
+    """One sequence's features (optionally a slice of positions) as a batch of one."""
+    rows = rows or slice(None)
+    return {k: torch.as_tensor(seq[k][rows], dtype=TORCH_DTYPES[k]).unsqueeze(0) for k in FEATURES}
 
 
 def _arr(values: Sequence[str]):
@@ -73,7 +81,7 @@ def collate_sequences(items: list[dict[str, Any]], pad_id: int = PAD_ID) -> dict
     out: dict[str, Any] = {}
     for k in FEATURES:
         fill = pad_id if k == "input_ids" else 0
-        batch = torch.full((len(items), n), fill, dtype=_TORCH_DTYPES[k])
+        batch = torch.full((len(items), n), fill, dtype=TORCH_DTYPES[k])
         for r, it in enumerate(items):
             batch[r, : len(it[k])] = it[k]
         out[k] = batch

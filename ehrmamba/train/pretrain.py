@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from ehrmamba.model import EHRMambaConfig, EHRMambaForPretraining
 from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
+from ehrmamba.train.optim import adamw_with_warmup
 
 MODEL_INPUTS = (
     "input_ids",
@@ -115,34 +116,13 @@ class PretrainingModule(L.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.train_config
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            # norms, biases and the SSM's own A_log / D are not weight-decayed (as mamba_ssm)
-            skip = param.ndim < 2 or name.endswith(("A_log", "D", "bias"))
-            (no_decay if skip else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=cfg.learning_rate,
+        return adamw_with_warmup(
+            self.model,
+            learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio,
+            total_steps=self.trainer.estimated_stepping_batches,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(total * cfg.warmup_ratio))
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
 
 def unigram_perplexity(train: SequenceDataset, tuning: SequenceDataset, vocab_size: int) -> float:
