@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from ehrmamba.settings import Settings
 
+REGISTERED_MODEL_NAME = "ehrmamba"  # the registered model the platform trains and serves
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_PREFIX = "eval."

@@ -28,7 +28,7 @@ from ehrmamba.forecast import (
     zero_shot_risks,
 )
 from ehrmamba.model import EHRMambaForPretraining
-from ehrmamba.registry import register_evaluated_model
+from ehrmamba.registry import REGISTERED_MODEL_NAME, register_evaluated_model
 from ehrmamba.tokenize import Vocabulary, load_layouts
 from ehrmamba.tokenize.sequences import _to_ns
 from orchestration.assets.finetuning import (
@@ -43,7 +43,6 @@ from orchestration.resources import PlatformSettings
 
 EVALUATION = dg.AssetKey(["evaluation", "model_evaluation"])
 REGISTERED_MODEL = dg.AssetKey(["evaluation", "registered_model"])
-REGISTERED_NAME = "ehrmamba"
 SINGLE_NAME = "ehrmamba-single-task"
 
 
@@ -213,7 +212,7 @@ def registered_model(
     settings = platform.settings()
     record = json.loads(_evaluation_record(platform).read_text())
     decision = register_evaluated_model(
-        REGISTERED_NAME,
+        REGISTERED_MODEL_NAME,
         record["run_id"],
         "finetuned_model",
         pd.read_parquet(record["mtf_metrics"]),

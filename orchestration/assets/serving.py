@@ -13,10 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from ehrmamba.registry import REGISTERED_MODEL_NAME
+from orchestration.assets.evaluation import REGISTERED_MODEL
 from orchestration.policies import FOLLOW_UPSTREAM
 from orchestration.resources import PlatformSettings
 
-REGISTERED_MODEL = dg.AssetKey(["evaluation", "registered_model"])
 BENTO = dg.AssetKey(["serving", "bento"])
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class BentoBuildConfig(dg.Config):
     """Which registered version to package (the champion, unless asked otherwise)."""
 
-    registered_model: str = "ehrmamba"
+    registered_model: str = REGISTERED_MODEL_NAME
     alias: str = "champion"
 
 
