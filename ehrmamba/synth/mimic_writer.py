@@ -16,7 +16,7 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,27 +74,21 @@ def _render_chunk(seed: int, start: int, stop: int) -> list[tuple[int, dict[str,
     return out
 
 
-class _Inline(Executor):
-    def submit(self, fn, /, *args, **kwargs):
-        future: Future = Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
-
-
 def iter_mimic_patients(
     seed: int, workers: int = 1, start_index: int = 0
 ) -> Iterator[tuple[int, dict[str, bytes]]]:
     """Eligible patients of cohort ``seed`` in index order, without end: (index, bytes per file)."""
-    executor: Executor = (
-        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        if workers > 1
-        else _Inline()
-    )
+    if workers <= 1:  # in this process, a few histories at a time: nothing simulated in vain
+        start = start_index
+        while True:
+            yield from _render_chunk(seed, start, start + 8)
+            start += 8
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     pending: deque[Future] = deque()
     next_start = start_index
     try:
         while True:
-            while len(pending) < 2 * max(workers, 1):
+            while len(pending) < 2 * workers:
                 pending.append(executor.submit(_render_chunk, seed, next_start, next_start + CHUNK))
                 next_start += CHUNK
             yield from pending.popleft().result()
