@@ -24,10 +24,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ehrmamba.registry import CHAMPION, REGISTERED_MODEL_NAME
 from ehrmamba.settings import Settings
 
-REGISTERED_MODEL_NAME = "ehrmamba"  # the MLflow registered model serving follows
-CHAMPION = "champion"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENTOFILE = REPO_ROOT / "serving" / "bentofile.yaml"
 
