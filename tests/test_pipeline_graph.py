@@ -267,7 +267,9 @@ def test_a_meds_dataset_can_replace_fhir_as_the_source(
     assert "raw/fhir_resources" not in keys
     assert not any(k.startswith("staging/") for k in keys)
     result = defs.resolve_job_def("ehrmamba_main").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=load_preset("tiny"),
+        raise_on_error=False,
     )
     assert result.success
     with duckdb.connect(str(new_home / "warehouse.duckdb"), read_only=True) as con:

@@ -270,7 +270,6 @@ def check_asset_graph(url: str, chromium: str, per_group: dict[str, int], screen
             assert page.locator("[class*=collapsedGroupNodeBox][class*=minimal]").count() == 0, (
                 "the graph is drawn too small to show statuses: widen the viewport"
             )
-            tooltip = page.get_by_role("tooltip")
             for group, n in sorted(per_group.items()):
                 box = boxes.filter(has=page.locator(f'[data-tooltip="{group}"]'))
                 tags = box.locator(".BaseTag")
@@ -278,10 +277,14 @@ def check_asset_graph(url: str, chromium: str, per_group: dict[str, int], screen
                 expect(tags).to_have_count(1, timeout=60_000)
                 expect(tags).to_have_text(str(n))
                 assert "green" in (tags.get_attribute("style") or ""), (group, tags.inner_html())
+                # the tag's tooltip (the one its trigger points to, not a stale one) says so
+                trigger = box.locator("[aria-describedby]").filter(has=page.locator(".BaseTag"))
                 tags.hover()
+                expect(trigger).to_have_count(1)
+                tooltip = page.locator(
+                    f'[role=tooltip][id="{trigger.get_attribute("aria-describedby")}"]'
+                )
                 expect(tooltip).to_have_text(f"{n} materialized asset{'s' if n != 1 else ''}")
-                page.keyboard.press("Escape")
-                expect(tooltip).to_have_count(0)
             page.mouse.move(0, 0)
             page.screenshot(path=str(screenshot), clip=_around(boxes))
         finally:
