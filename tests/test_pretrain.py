@@ -108,7 +108,24 @@ def type_of_model():
 
 def test_a_run_cut_short_by_max_steps_still_reports_tuning_perplexity(corpus, tmp_path) -> None:
     sequences, vocab = corpus
-    config = PretrainConfig(preset="tiny", max_steps=2, batch_size=4, progress_bar=False)
-    result = pretrain(sequences, vocab, config, output_dir=tmp_path / "out", **_tracking(tmp_path))
+    config = PretrainConfig(preset="tiny", max_steps=3, batch_size=4, progress_bar=False)
+    lines: list[str] = []
+    result = pretrain(
+        sequences,
+        vocab,
+        config,
+        output_dir=tmp_path / "out",
+        progress_log=lines.append,
+        **_tracking(tmp_path),
+    )
     assert result.metrics["tuning_perplexity"] > 1.0
     assert "unigram_perplexity" in result.metrics
+    # progress as log lines (what the Dagster run log shows): a header, then every step of 3
+    assert lines[0] == "pretraining: 3 steps"
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        "pretraining: step 1/3 (33%)",
+        "pretraining: step 2/3 (67%)",
+        "pretraining: step 3/3 (100%)",
+    ]
+    assert "left" in lines[1] and "left" not in lines[-1]
+    assert all(" loss " in line and "s/step" in line for line in lines[1:])

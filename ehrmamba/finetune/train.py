@@ -13,6 +13,7 @@ import json
 import math
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,7 @@ from ehrmamba.model import EHRMambaForMultitask, EHRMambaForPretraining
 from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
 from ehrmamba.train.optim import adamw_with_warmup
 from ehrmamba.train.pretrain import MODEL_INPUTS, _precision
+from ehrmamba.train.progress import LogProgress
 
 BUNDLE_ARTIFACT = "finetuned_model"
 PREDICTION_COLUMNS = (
@@ -182,8 +184,11 @@ def finetune(
     tracking_uri: str,
     artifact_location: str | None = None,
     run_name: str | None = None,
+    progress_log: Callable[[str], None] | None = None,
 ) -> FinetuneResult:
     """Finetune on the ``train`` rows, then score ``tuning`` and ``held_out``; log to MLflow.
+
+    ``progress_log`` receives a line every tenth of the run (see ``ehrmamba.train.progress``).
 
     Returns the saved :class:`FinetunedModel` directory (its thresholds maximize F1 on
     ``tuning``) and the predictions that evaluation compares against the baselines.
@@ -227,6 +232,7 @@ def finetune(
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
+        callbacks=[LogProgress(progress_log, label=config.name)] if progress_log else [],
     )
     positives = {
         t: int(sum(lab for tk, lab in zip(train.tasks, train.labels, strict=True) if tk == t))

@@ -12,6 +12,7 @@ import json
 import math
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 from ehrmamba.model import EHRMambaConfig, EHRMambaForPretraining
 from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
 from ehrmamba.train.optim import adamw_with_warmup
+from ehrmamba.train.progress import LogProgress
 
 MODEL_INPUTS = (
     "input_ids",
@@ -157,8 +159,13 @@ def pretrain(
     artifact_location: str | None = None,
     resume_from: Path | None = None,
     run_name: str | None = None,
+    progress_log: Callable[[str], None] | None = None,
 ) -> PretrainResult:
-    """Train on the ``train`` split of ``sequences``, evaluate on ``tuning``, log to MLflow."""
+    """Train on the ``train`` split of ``sequences``, evaluate on ``tuning``, log to MLflow.
+
+    ``progress_log`` receives a line every tenth of the run (step, loss, pace, time left): the
+    Dagster asset passes its run log, where a progress bar would not show.
+    """
     L.seed_everything(config.seed, workers=True)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +221,8 @@ def pretrain(
         precision=_precision(config.accelerator),
         gradient_clip_val=config.gradient_clip_val,
         logger=logger,
-        callbacks=[checkpoints],
+        callbacks=[checkpoints]
+        + ([LogProgress(progress_log, label="pretraining")] if progress_log else []),
         log_every_n_steps=config.log_every_n_steps,
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,

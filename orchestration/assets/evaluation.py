@@ -116,6 +116,7 @@ def _forecasting(
             zs = float(roc_auc_score(rows["label"], risks))
             ft = float(roc_auc_score(rows["label"], rows["score"]))
             zero_shot[task] = {"rows": len(rows), "zero_shot_auroc": zs, "finetuned_auroc": ft}
+            context.log.info(f"zero-shot {task}: AUROC {zs:.3f} (finetuned {ft:.3f})")
             notes.append(
                 f"Zero-shot {task} (share of {config.forecast_samples} sampled futures with the "
                 f"outcome, {len(rows)} held_out rows): AUROC {zs:.3f} vs finetuned {ft:.3f} "
@@ -157,12 +158,14 @@ def model_evaluation(
             con, tasks, eval_rows=mtf[["task", "subject_id", "prediction_time"]]
         )
         frames.append(baselines.predictions)
+        context.log.info(f"baselines scored: {sorted(set(baselines.predictions['model']))}")
         predictions = join_demographics(pd.concat(frames, ignore_index=True), con)
         forecasting, notes = _forecasting(
             context, config, con, vocab, mtf_record["pretrained_model_dir"], mtf
         )
     notes += [f"{task}: baselines skipped ({why})" for task, why in baselines.skipped.items()]
     out_dir = settings.artifacts_dir / "evaluation" / context.run.run_id
+    context.log.info(f"metrics with {config.bootstrap_resamples} bootstrap resamples")
     result = evaluate_models(
         predictions,
         out_dir,

@@ -178,6 +178,7 @@ def pretrained_model(
         tracking_uri=settings.mlflow_tracking_uri,
         artifact_location=settings.mlflow_artifact_location,
         run_name=f"dagster-{context.run.run_id[:8]}",
+        progress_log=context.log.info,
     )
     context.log.info(f"MLflow run {result.run_id}: {json.dumps(result.metrics)}")
     return dg.MaterializeResult(
