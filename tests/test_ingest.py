@@ -266,3 +266,39 @@ def test_synthetic_cohort_lands_without_quarantine(fmt: str, tmp_path: Path) -> 
             con.execute("SELECT count(DISTINCT subject_id) FROM raw.fhir_resources").fetchone()[0]
             == 25
         )
+
+
+@pytest.mark.parametrize("layout", ["ndjson", "bundle"])
+def test_a_number_beyond_64_bits_lands_as_a_float(layout: str, tmp_path: Path) -> None:
+    """Valid JSON that simdjson refuses (an integer beyond 64 bits) still lands."""
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1970-01-01"}
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
+        "valueQuantity": {"value": 12345678901234567890123, "unit": "mg/dL"},
+    }
+    src = tmp_path / "src"
+    src.mkdir()
+    if layout == "ndjson":
+        text = "\n".join(json.dumps(r) for r in (patient, observation)) + "\n"
+        (src / "mixed.ndjson").write_text(text)
+    else:
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": r} for r in (patient, observation)],
+        }
+        (src / "bundle.json").write_text(json.dumps(bundle))
+    db = tmp_path / "w.duckdb"
+    report = ingest(src, db, workers=1)
+    assert report.quarantined == 0
+    assert _table_counts(db) == {"Patient": 1, "Observation": 1}
+    with duckdb.connect(str(db), read_only=True) as con:
+        value = con.execute(
+            "SELECT resource->>'$.valueQuantity.value' FROM raw.fhir_resources "
+            "WHERE resource_type = 'Observation'"
+        ).fetchone()[0]
+    assert float(value) == pytest.approx(1.2345678901234568e22)

@@ -299,7 +299,7 @@ def _salvage_document(text: str, classifier: _Classifier) -> None:
     walk ``Bundle.entry`` element by element with ``raw_decode`` and stop at the first error.
     """
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_int=_int_or_float)
     except json.JSONDecodeError as exc:
         whole_error = exc
     else:
@@ -313,7 +313,7 @@ def _salvage_document(text: str, classifier: _Classifier) -> None:
         and text.lstrip().startswith("{")
         and '"Bundle"' in text[: match.start()] + text[:4096]
     ):
-        decoder = json.JSONDecoder()
+        decoder = json.JSONDecoder(parse_int=_int_or_float)
         pos = match.end()
         index = 0
         while True:
@@ -341,6 +341,16 @@ def _salvage_document(text: str, classifier: _Classifier) -> None:
     )
 
 
+def _is_big_number(exc: RuntimeError) -> bool:
+    """simdjson refuses integers beyond 64 bits with a RuntimeError (not a ValueError)."""
+    return "BIGINT" in str(exc)
+
+
+def _int_or_float(digits: str) -> int | float:
+    value = int(digits)
+    return value if -(2**63) <= value < 2**64 else float(value)
+
+
 def _parse_json_document(source: SourceFile, classifier: _Classifier) -> None:
     try:
         raw = _read_bytes(source.path)
@@ -360,7 +370,11 @@ def _parse_json_document(source: SourceFile, classifier: _Classifier) -> None:
             excerpt=_excerpt(raw),
         )
         return
-    except ValueError:
+    except (ValueError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _is_big_number(exc):
+            raise
+        # invalid JSON, or a number beyond 64 bits: the standard library parses the latter
+        # exactly and salvages what it can of the former
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -390,7 +404,20 @@ def _parse_ndjson(source: SourceFile, classifier: _Classifier) -> None:
                 message = str(exc).split(":", 1)[-1].strip().split(".")[0]
                 classifier.quarantine(position, f"invalid JSON: {message}", excerpt=_excerpt(line))
                 continue
-            if isinstance(doc, simdjson.Object) and doc.get("resourceType") == "Bundle":
+            except RuntimeError as exc:
+                if not _is_big_number(exc):
+                    raise
+                # valid JSON with an integer beyond 64 bits (a FHIR decimal may have any
+                # number of digits): the standard library parses it, as a float (the raw layer
+                # serializes with orjson, which holds 64-bit integers at most)
+                try:
+                    doc = json.loads(line, parse_int=_int_or_float)
+                except (ValueError, RecursionError) as slow_exc:
+                    classifier.quarantine(
+                        position, f"invalid JSON: {slow_exc}", excerpt=_excerpt(line)
+                    )
+                    continue
+            if isinstance(doc, (simdjson.Object, dict)) and doc.get("resourceType") == "Bundle":
                 classifier.document(doc, f"{position} ")
             else:
                 classifier.resource(position, doc, None)
