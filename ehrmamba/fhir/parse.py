@@ -347,6 +347,7 @@ def _is_big_number(exc: RuntimeError) -> bool:
 
 
 def _int_or_float(digits: str) -> int | float:
+    """JSON integers as Python ints, except those orjson (the raw layer's writer) cannot hold."""
     value = int(digits)
     return value if -(2**63) <= value < 2**64 else float(value)
 
@@ -373,8 +374,8 @@ def _parse_json_document(source: SourceFile, classifier: _Classifier) -> None:
     except (ValueError, RuntimeError) as exc:
         if isinstance(exc, RuntimeError) and not _is_big_number(exc):
             raise
-        # invalid JSON, or a number beyond 64 bits: the standard library parses the latter
-        # exactly and salvages what it can of the former
+        # invalid JSON (salvaged as far as it goes), or an integer beyond 64 bits, which the
+        # standard library parses (as a float, see _int_or_float)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
