@@ -12,7 +12,7 @@ from ehrmamba.model import (
     lm_labels,
     pool_last,
 )
-from ehrmamba.model.modeling_ehrmamba import MambaMixer, selective_scan_ref
+from ehrmamba.model.modeling_ehrmamba import MambaMixer, causal_conv1d, selective_scan_ref
 
 VOCAB = 50
 
@@ -73,16 +73,48 @@ def test_parameter_names_match_mamba_ssm():
     assert "layers.0.norm.weight" in model.state_dict()
 
 
+def _reference_scan_channels_last(u, delta, A, B, C, D, z, bias, softplus, last_state):
+    """The naive recurrence (channels-first) behind the mixer's channels-last call."""
+    out = selective_scan_ref(
+        u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2),
+        D, z.transpose(1, 2), bias, softplus, last_state,
+    )  # fmt: skip
+    return (out[0].transpose(1, 2), out[1]) if last_state else out.transpose(1, 2)
+
+
 def test_mixer_numba_path_matches_reference_scan(monkeypatch):
     torch.manual_seed(0)
     mixer = MambaMixer(_config(), 0)
-    x = torch.randn(2, 70, 64)
+    x = torch.randn(2, 70, 64, requires_grad=True)
     fast = mixer(x)
+    (grad_fast,) = torch.autograd.grad(fast.square().sum(), x)
     import ehrmamba.model.modeling_ehrmamba as m
 
-    monkeypatch.setattr(m, "selective_scan_cpu", selective_scan_ref)
+    monkeypatch.setattr(m, "selective_scan_cpu", _reference_scan_channels_last)
     ref = mixer(x)
+    (grad_ref,) = torch.autograd.grad(ref.square().sum(), x)
     assert torch.allclose(fast, ref, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(grad_fast, grad_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_causal_conv_equals_conv1d_on_the_transposed_input():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(12, 12, 4, groups=12, padding=3)
+    x = torch.randn(3, 9, 12, requires_grad=True)  # (batch, L, channels)
+    ours = causal_conv1d(x, conv.weight, conv.bias)
+    theirs = conv(x.transpose(1, 2))[..., :9].transpose(1, 2)
+    assert ours.shape == (3, 9, 12)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    g = torch.randn(3, 9, 12)
+    ours_grads = torch.autograd.grad((ours * g).sum(), (x, conv.weight, conv.bias))
+    theirs_grads = torch.autograd.grad((theirs * g).sum(), (x, conv.weight, conv.bias))
+    for a, b in zip(ours_grads, theirs_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    # causal: the output at step t does not depend on inputs after t
+    later = x.detach().clone()
+    later[:, 5:] += 1.0
+    assert torch.equal(causal_conv1d(later, conv.weight, conv.bias)[:, :5], ours[:, :5].detach())
+    assert not torch.allclose(causal_conv1d(later, conv.weight, conv.bias)[:, 5:], ours[:, 5:])
 
 
 def test_forward_shapes_and_pooling():

@@ -90,8 +90,29 @@ def test_scan_without_last_state_returns_tensor():
 def test_scan_memory_is_chunked():
     """The forward saves one state per CHUNK steps, not one per step."""
     x = _inputs(1, 2, 3, 300)
-    leaves = {k: v.requires_grad_() for k, v in x.items()}
-    y = selective_scan_fn(*(leaves[k] for k in ("u", "delta", "A", "B", "C")))
+    leaves = {k: v.transpose(1, 2).contiguous().requires_grad_() for k, v in x.items()
+              if k in ("u", "delta", "B", "C")}  # fmt: skip
+    A = x["A"].requires_grad_()
+    y, _ = scan_cpu._RecurrenceCPU.apply(leaves["u"], leaves["delta"].abs(), A, leaves["B"],
+                                         leaves["C"])  # fmt: skip
     saved = [t for t in y.grad_fn.saved_tensors if t is not None]
-    assert (1, 2, 5, 3) in [t.shape for t in saved]  # ceil(300 / 64) checkpoints
-    assert all(t.numel() <= 3 * 300 for t in saved)  # nothing of size (batch, dim, L, state)
+    assert (1, 5, 3, 2) in [t.shape for t in saved]  # ceil(300 / 64) checkpoints
+    assert all(t.numel() <= 3 * 300 for t in saved)  # nothing of size (batch, L, state, dim)
+
+
+@pytest.mark.parametrize("dim", [1, 64, 130])  # under, exactly, and across channel blocks
+def test_channels_last_scan_matches_naive_recurrence(dim):
+    assert scan_cpu.BLOCK == 64
+    x = _inputs(2, dim, 16, 70, seed=dim)
+    use = NAMES
+    y, last, grads = _run(scan_cpu.selective_scan_fn, x, use, True, True)
+    y_ref, last_ref, grads_ref = _run(selective_scan_ref, x, use, True, True)
+    assert _rel(y, y_ref) < 1e-4 and _rel(last, last_ref) < 1e-4
+    for name in use:
+        assert _rel(grads[name], grads_ref[name]) < 1e-4, name
+    cl = {k: (v.transpose(1, 2).contiguous() if v.ndim == 3 else v) for k, v in x.items()}
+    y_cl = scan_cpu.selective_scan_channels_last(
+        cl["u"], cl["delta"], cl["A"], cl["B"], cl["C"], cl["D"], cl["z"], cl["delta_bias"], True
+    )
+    assert y_cl.shape == (2, 70, dim)
+    assert _rel(y_cl.transpose(1, 2), y_ref) < 1e-4

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ehrmamba.model.scan_cpu import selective_scan_fn as selective_scan_cpu
+from ehrmamba.model.scan_cpu import selective_scan_channels_last as selective_scan_cpu
 from ehrmamba.model.scan_cpu import selective_scan_ref
 
 CONFIG_NAME = "config.json"
@@ -148,32 +148,53 @@ def selective_scan(
     delta_softplus=False,
     return_last_state=False,
 ):
-    """mamba_ssm's CUDA kernel for CUDA tensors when available, else the numba CPU scan."""
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if u.is_cuda:
-        if mamba_ssm_is_available():
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    """Selective scan on ``(batch, L, channels)`` tensors (``B, C: (batch, L, N)``).
 
-            return selective_scan_fn(*args)
-        return selective_scan_ref(*args)
-    return selective_scan_cpu(*args)
+    CUDA tensors go to mamba_ssm's kernel (its layout is channels-first, so they are
+    transposed there) or, without mamba_ssm, to the reference recurrence; CPU tensors go to
+    the numba scan, which works in this layout directly.
+    """
+    if not u.is_cuda:
+        return selective_scan_cpu(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+        )
+    if mamba_ssm_is_available():
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    else:
+        selective_scan_fn = selective_scan_ref
+    out = selective_scan_fn(
+        u.transpose(1, 2).contiguous(),
+        delta.transpose(1, 2).contiguous(),
+        A,
+        B.transpose(1, 2).contiguous(),
+        C.transpose(1, 2).contiguous(),
+        D,
+        None if z is None else z.transpose(1, 2).contiguous(),
+        delta_bias,
+        delta_softplus,
+        return_last_state,
+    )
+    if return_last_state:
+        return out[0].transpose(1, 2), out[1]
+    return out.transpose(1, 2)
 
 
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Depthwise causal convolution, x: (batch, dim, L), weight: (dim, 1, K) as ``nn.Conv1d``.
+    """Depthwise causal convolution along time, x: (batch, L, dim), weight: (dim, 1, K).
 
-    Written as K shifted multiply-adds: PyTorch's CPU depthwise ``conv1d`` backward was 40% of
-    a training step here, these elementwise ops cost a few percent. Same result as
-    ``conv1d(x, weight, bias, padding=K - 1, groups=dim)[..., :L]``.
+    Same parameters and result as ``nn.Conv1d(dim, dim, K, groups=dim, padding=K - 1)`` on
+    the transposed input, cut to L steps. Written as K shifted multiply-adds in the layout of
+    the linear layers: PyTorch's CPU depthwise ``conv1d`` backward was 40% of a training step
+    here and needs a transpose on each side; these elementwise ops cost a few percent.
     """
     kernel = weight.shape[-1]
-    length = x.shape[-1]
-    w = weight.reshape(weight.shape[0], kernel, 1)
-    padded = F.pad(x, (kernel - 1, 0))
-    out = padded[..., kernel - 1 :] * w[:, kernel - 1]
+    length = x.shape[1]
+    w = weight.reshape(weight.shape[0], kernel).t()  # (K, dim)
+    padded = F.pad(x, (0, 0, kernel - 1, 0))
+    out = padded[:, kernel - 1 :] * w[kernel - 1]
     for k in range(kernel - 1):
-        out = out + padded[..., k : k + length] * w[:, k]
-    return out if bias is None else out + bias[:, None]
+        out = torch.addcmul(out, padded[:, k : k + length], w[k])
+    return out if bias is None else out + bias
 
 
 # --------------------------------------------------------------------------------------
@@ -300,24 +321,25 @@ class MambaMixer(nn.Module):
         history serves any number of continuations. Sequences must not be right-padded then.
         """
         length = hidden.shape[1]
-        xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2*d_inner, L)
-        x, z = xz.chunk(2, dim=1)
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, L, d_inner) each
         if cache is not None:
-            conv_state = cache[0]
+            conv_state = cache[0]  # (b, d_inner, d_conv)
             keep = min(length, self.d_conv)
             conv_state.zero_()
-            conv_state[:, :, self.d_conv - keep :] = x[:, :, length - keep :].to(conv_state.dtype)
+            conv_state[:, :, self.d_conv - keep :] = (
+                x[:, length - keep :].transpose(1, 2).to(conv_state.dtype)
+            )
         x = F.silu(causal_conv1d(x, self.conv1d.weight, self.conv1d.bias))
-        x_dbl = self.x_proj(x.transpose(1, 2))  # (b, L, dt_rank + 2N)
+        x_dbl = self.x_proj(x)  # (b, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, L); bias: in the scan
+        dt = F.linear(dt, self.dt_proj.weight)  # (b, L, d_inner); bias: in the scan
         A = -torch.exp(self.A_log.float())
         y = selective_scan(
             x,
             dt,
             A,
-            B.transpose(1, 2),
-            C.transpose(1, 2),
+            B,
+            C,
             self.D.float(),
             z=z,
             delta_bias=self.dt_proj.bias.float(),
@@ -327,7 +349,7 @@ class MambaMixer(nn.Module):
         if cache is not None:
             y, last_state = y
             cache[1].copy_(last_state)
-        return self.out_proj(y.transpose(1, 2).to(hidden.dtype))
+        return self.out_proj(y.to(hidden.dtype))
 
     def allocate_inference_cache(self, batch: int, device=None, dtype=None):
         weight = self.conv1d.weight
