@@ -12,6 +12,7 @@ from ehrmamba.model import (
     lm_labels,
     pool_last,
 )
+from ehrmamba.model.conv_cpu import causal_conv1d_silu
 from ehrmamba.model.modeling_ehrmamba import MambaMixer, causal_conv1d, selective_scan_ref
 
 VOCAB = 50
@@ -115,6 +116,23 @@ def test_causal_conv_equals_conv1d_on_the_transposed_input():
     later[:, 5:] += 1.0
     assert torch.equal(causal_conv1d(later, conv.weight, conv.bias)[:, :5], ours[:, :5].detach())
     assert not torch.allclose(causal_conv1d(later, conv.weight, conv.bias)[:, 5:], ours[:, 5:])
+
+
+@pytest.mark.parametrize(("length", "channels"), [(2, 5), (67, 130)])  # shorter than K; blocks
+def test_fused_conv_silu_kernel_matches_pytorch_ops(length, channels):
+    torch.manual_seed(length)
+    conv = torch.nn.Conv1d(channels, channels, 4, groups=channels, padding=3)
+    x = torch.randn(2, length, channels, requires_grad=True)
+    fused = causal_conv1d_silu(x, conv.weight, conv.bias)
+    ref = torch.nn.functional.silu(causal_conv1d(x, conv.weight, conv.bias))
+    assert fused.shape == (2, length, channels)
+    assert torch.allclose(fused, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn(2, length, channels)
+    fused_grads = torch.autograd.grad((fused * g).sum(), (x, conv.weight, conv.bias))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (x, conv.weight, conv.bias))
+    for name, a, b in zip(("x", "weight", "bias"), fused_grads, ref_grads, strict=True):
+        assert a.shape == b.shape, name
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), name
 
 
 def test_forward_shapes_and_pooling():

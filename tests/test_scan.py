@@ -93,8 +93,9 @@ def test_scan_memory_is_chunked():
     leaves = {k: v.transpose(1, 2).contiguous().requires_grad_() for k, v in x.items()
               if k in ("u", "delta", "B", "C")}  # fmt: skip
     A = x["A"].requires_grad_()
-    y, _ = scan_cpu._RecurrenceCPU.apply(leaves["u"], leaves["delta"].abs(), A, leaves["B"],
-                                         leaves["C"])  # fmt: skip
+    y, _ = scan_cpu.SelectiveScanCPU.apply(
+        leaves["u"], leaves["delta"].abs(), A, leaves["B"], leaves["C"], None, None, None, False
+    )
     saved = [t for t in y.grad_fn.saved_tensors if t is not None]
     assert (1, 5, 3, 2) in [t.shape for t in saved]  # ceil(300 / 64) checkpoints
     assert all(t.numel() <= 3 * 300 for t in saved)  # nothing of size (batch, L, state, dim)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ehrmamba.model.conv_cpu import causal_conv1d_silu
 from ehrmamba.model.scan_cpu import selective_scan_channels_last as selective_scan_cpu
 from ehrmamba.model.scan_cpu import selective_scan_ref
 
@@ -197,6 +198,13 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out if bias is None else out + bias
 
 
+def conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``silu(causal_conv1d(x))``: one fused numba kernel on CPU, PyTorch ops elsewhere."""
+    if x.is_cuda:
+        return F.silu(causal_conv1d(x, weight, bias))
+    return causal_conv1d_silu(x, weight, bias)
+
+
 # --------------------------------------------------------------------------------------
 # Embeddings
 # --------------------------------------------------------------------------------------
@@ -329,7 +337,7 @@ class MambaMixer(nn.Module):
             conv_state[:, :, self.d_conv - keep :] = (
                 x[:, length - keep :].transpose(1, 2).to(conv_state.dtype)
             )
-        x = F.silu(causal_conv1d(x, self.conv1d.weight, self.conv1d.bias))
+        x = conv_silu(x, self.conv1d.weight, self.conv1d.bias)
         x_dbl = self.x_proj(x)  # (b, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # (b, L, d_inner); bias: in the scan

@@ -15,8 +15,9 @@ Recurrence (per batch b, channel d, state n)::
     h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t
     y_t  = (sum_n C_t h_t + D * u_t) * silu(z_t)
 
-Only the recurrence (``h`` and ``sum_n C_t h_t``) is a numba kernel; the elementwise parts
-(bias, softplus, ``D``, the gate) are PyTorch ops whose gradients autograd provides.
+The whole of it, bias, softplus, skip and gate included, is one forward and one backward
+kernel: as separate PyTorch ops those elementwise steps each read and wrote the full
+(batch, L, dim) tensors and cost more than the recurrence itself.
 
 Why this shape: a work item is one batch row and a block of ``BLOCK`` neighbouring channels.
 Its innermost loops run across those channels, which are contiguous in memory, so LLVM turns
@@ -40,53 +41,21 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ehrmamba.model.simd_math import FASTMATH, decay_rows, sigmoid_row, softplus_row
+
+_ZERO, _ONE = np.float32(0.0), np.float32(1.0)
 
 CHUNK = 64  # steps between saved states; backward recomputes one chunk at a time
 BLOCK = 64  # channels per work item: eight AVX2 registers of fp32
 
-# Reassociation lets LLVM vectorize the sums over channels (dB, dC); contraction allows FMA.
-_FASTMATH = {"reassoc", "contract", "nsz"}
 
-_F = np.float32
-_LOG2E = _F(1.44269504088896341)
-_LN2_HI = _F(0.693359375)
-_LN2_LO = _F(-2.12194440e-4)
-_P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
-_P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
-_EXP_LO, _EXP_HI = _F(-87.0), _F(88.0)
-_HALF, _ONE, _ZERO = _F(0.5), _F(1.0), _F(0.0)
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _decay(dt, a, out, bits):
-    """out[n, j] = exp(dt[j] * a[n, j]), fp32 (Cephes expf, max rel. error ~1e-7).
-
-    Plain arithmetic on short rows so LLVM vectorizes it (libm's expf is a scalar call);
-    2**k is built from the exponent bits in a second pass.
-    """
-    ns, width = a.shape
-    for n in range(ns):
-        for j in range(width):
-            x = dt[j] * a[n, j]
-            x = _EXP_LO if x < _EXP_LO else x
-            x = _EXP_HI if x > _EXP_HI else x
-            k = np.floor(x * _LOG2E + _HALF)
-            r = x - k * _LN2_HI
-            r = r - k * _LN2_LO
-            p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-            out[n, j] = p * r * r + r + _ONE
-            bits[n, j] = (np.int32(k) + np.int32(127)) << np.int32(23)
-    scale = bits.view(np.float32)
-    for n in range(ns):
-        for j in range(width):
-            out[n, j] = out[n, j] * scale[n, j]
-
-
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _scan_fwd_kernel(u, dt, AT, B, C, chunk, block, out, chk, last):
-    """u, dt, out: (b, L, d); AT: (N, d); B, C: (b, L, N); chk: (b, n_chunks, N, d);
-    last: (b, N, d)."""
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _scan_fwd_kernel(
+    u, delta, bias, AT, B, C, Dv, z, has_z, softplus, chunk, block, out, chk, last
+):  # fmt: skip
+    """u, delta, z, out: (b, L, d); bias, Dv: (d,); AT: (N, d); B, C: (b, L, N);
+    chk: (b, n_chunks, N, d); last: (b, N, d)."""
     nb, length, nd = u.shape
     ns = AT.shape[0]
     n_blocks = (nd + block - 1) // block
@@ -100,8 +69,13 @@ def _scan_fwd_kernel(u, dt, AT, B, C, chunk, block, out, chk, last):
                 a[n, j] = AT[n, d0 + j]
         h = np.zeros((ns, w), dtype=np.float32)
         e = np.empty((ns, w), dtype=np.float32)
-        bits = np.empty((ns, w), dtype=np.int32)
+        ebits = np.empty((ns, w), dtype=np.int32)
+        raw = np.empty(w, dtype=np.float32)
         dt_t = np.empty(w, dtype=np.float32)
+        sig = np.empty(w, dtype=np.float32)
+        tmp = np.empty(w, dtype=np.float32)
+        bits = np.empty(w, dtype=np.int32)
+        u_t = np.empty(w, dtype=np.float32)
         dtu = np.empty(w, dtype=np.float32)
         y = np.empty(w, dtype=np.float32)
         for t in range(length):
@@ -111,10 +85,16 @@ def _scan_fwd_kernel(u, dt, AT, B, C, chunk, block, out, chk, last):
                     for j in range(w):
                         chk[b, c, n, d0 + j] = h[n, j]
             for j in range(w):
-                dt_t[j] = dt[b, t, d0 + j]
-                dtu[j] = dt_t[j] * u[b, t, d0 + j]
-                y[j] = _ZERO
-            _decay(dt_t, a, e, bits)
+                raw[j] = delta[b, t, d0 + j] + bias[d0 + j]
+                u_t[j] = u[b, t, d0 + j]
+            if softplus:
+                softplus_row(raw, dt_t, sig, tmp, bits)
+            else:
+                dt_t[:] = raw
+            for j in range(w):
+                dtu[j] = dt_t[j] * u_t[j]
+                y[j] = Dv[d0 + j] * u_t[j]
+            decay_rows(dt_t, a, e, ebits)
             for n in range(ns):
                 bn = B[b, t, n]
                 cn = C[b, t, n]
@@ -122,6 +102,12 @@ def _scan_fwd_kernel(u, dt, AT, B, C, chunk, block, out, chk, last):
                     hv = e[n, j] * h[n, j] + dtu[j] * bn
                     h[n, j] = hv
                     y[j] += cn * hv
+            if has_z:
+                for j in range(w):
+                    raw[j] = z[b, t, d0 + j]
+                sigmoid_row(raw, sig, bits)
+                for j in range(w):
+                    y[j] = y[j] * raw[j] * sig[j]
             for j in range(w):
                 out[b, t, d0 + j] = y[j]
         for n in range(ns):
@@ -129,14 +115,15 @@ def _scan_fwd_kernel(u, dt, AT, B, C, chunk, block, out, chk, last):
                 last[b, n, d0 + j] = h[n, j]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _scan_bwd_kernel(
-    u, dt, AT, B, C, chunk, block, chk, dout, dlast, has_dlast, du, ddt, dA_part, dB_part, dC_part
-):
+    u, delta, bias, AT, B, C, Dv, z, has_z, softplus, chunk, block, chk, dout, dlast, has_dlast,
+    du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, dbias_part,
+):  # fmt: skip
     """Reverse-time recurrence, same work items as the forward.
 
-    du, ddt: (b, L, d); dA_part: (b, N, d) (summed over batch later); dB_part, dC_part:
-    (b, n_blocks, L, N) (summed over blocks later).
+    du, ddelta, dz: (b, L, d); dA_part: (b, N, d) and dD_part, dbias_part: (b, d) (summed
+    over batch later); dB_part, dC_part: (b, n_blocks, L, N) (summed over blocks later).
     """
     nb, length, nd = u.shape
     ns = AT.shape[0]
@@ -156,13 +143,21 @@ def _scan_bwd_kernel(
                 gh[n, j] = dlast[b, n, d0 + j] if has_dlast else _ZERO
         hs = np.empty((chunk + 1, ns, w), dtype=np.float32)  # h_{t-1}, h_t of a chunk
         es = np.empty((chunk, ns, w), dtype=np.float32)  # exp(dt_t * A) of a chunk
-        bits = np.empty((ns, w), dtype=np.int32)
-        dt_t = np.empty(w, dtype=np.float32)
+        dts = np.empty((chunk, w), dtype=np.float32)  # dt of a chunk
+        dsp = np.empty((chunk, w), dtype=np.float32)  # softplus'(delta + bias) of a chunk
+        ebits = np.empty((ns, w), dtype=np.int32)
+        bits = np.empty(w, dtype=np.int32)
+        raw = np.empty(w, dtype=np.float32)
+        tmp = np.empty(w, dtype=np.float32)
+        sig = np.empty(w, dtype=np.float32)
         u_t = np.empty(w, dtype=np.float32)
         dtu = np.empty(w, dtype=np.float32)
+        yp = np.empty(w, dtype=np.float32)
         dy = np.empty(w, dtype=np.float32)
         du_t = np.empty(w, dtype=np.float32)
         ddt_t = np.empty(w, dtype=np.float32)
+        acc_d = np.zeros(w, dtype=np.float32)
+        acc_bias = np.zeros(w, dtype=np.float32)
         for c in range(n_chunks - 1, -1, -1):
             t0 = c * chunk
             t1 = min(length, t0 + chunk)
@@ -172,10 +167,18 @@ def _scan_bwd_kernel(
             for t in range(t0, t1):  # recompute this chunk's states from its checkpoint
                 k = t - t0
                 for j in range(w):
-                    dt_t[j] = dt[b, t, d0 + j]
-                    dtu[j] = dt_t[j] * u[b, t, d0 + j]
+                    raw[j] = delta[b, t, d0 + j] + bias[d0 + j]
+                dt_k = dts[k]
+                if softplus:
+                    softplus_row(raw, dt_k, dsp[k], tmp, bits)
+                else:
+                    for j in range(w):
+                        dt_k[j] = raw[j]
+                        dsp[k, j] = _ONE
+                for j in range(w):
+                    dtu[j] = dt_k[j] * u[b, t, d0 + j]
                 e = es[k]
-                _decay(dt_t, a, e, bits)
+                decay_rows(dt_k, a, e, ebits)
                 for n in range(ns):
                     bn = B[b, t, n]
                     for j in range(w):
@@ -183,11 +186,27 @@ def _scan_bwd_kernel(
             for t in range(t1 - 1, t0 - 1, -1):
                 k = t - t0
                 for j in range(w):
-                    dt_t[j] = dt[b, t, d0 + j]
                     u_t[j] = u[b, t, d0 + j]
-                    dtu[j] = dt_t[j] * u_t[j]
+                    dtu[j] = dts[k, j] * u_t[j]
                     dy[j] = dout[b, t, d0 + j]
-                    du_t[j] = _ZERO
+                if has_z:  # out = yp * silu(z), yp = sum_n C h + D u
+                    for j in range(w):
+                        yp[j] = Dv[d0 + j] * u_t[j]
+                    for n in range(ns):
+                        cn = C[b, t, n]
+                        for j in range(w):
+                            yp[j] += cn * hs[k + 1, n, j]
+                    for j in range(w):
+                        raw[j] = z[b, t, d0 + j]
+                    sigmoid_row(raw, sig, bits)
+                    for j in range(w):
+                        zt = raw[j]
+                        sg = sig[j]
+                        dz[b, t, d0 + j] = dy[j] * yp[j] * sg * (_ONE + zt * (_ONE - sg))
+                        dy[j] = dy[j] * zt * sg
+                for j in range(w):
+                    acc_d[j] += dy[j] * u_t[j]
+                    du_t[j] = dy[j] * Dv[d0 + j]
                     ddt_t[j] = _ZERO
                 for n in range(ns):
                     bn = B[b, t, n]
@@ -201,18 +220,23 @@ def _scan_bwd_kernel(
                         # h_t = e * h_{t-1} + dt * B * u, e = exp(dt * A)
                         wv = g * hs[k, n, j] * ev
                         ddt_t[j] += wv * a[n, j] + g * bn * u_t[j]
-                        da[n, j] += wv * dt_t[j]
+                        da[n, j] += wv * dts[k, j]
                         s_b += g * dtu[j]
-                        du_t[j] += g * dt_t[j] * bn
+                        du_t[j] += g * dts[k, j] * bn
                         gh[n, j] = g * ev
                     dC_part[b, blk, t, n] = s_c
                     dB_part[b, blk, t, n] = s_b
                 for j in range(w):
                     du[b, t, d0 + j] = du_t[j]
-                    ddt[b, t, d0 + j] = ddt_t[j]
+                    gd = ddt_t[j] * dsp[k, j]
+                    ddelta[b, t, d0 + j] = gd
+                    acc_bias[j] += gd
         for n in range(ns):
             for j in range(w):
                 dA_part[b, n, d0 + j] = da[n, j]
+        for j in range(w):
+            dD_part[b, d0 + j] = acc_d[j]
+            dbias_part[b, d0 + j] = acc_bias[j]
 
 
 _EMPTY3 = np.zeros((0, 0, 0), dtype=np.float32)
@@ -222,25 +246,33 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
     return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
 
 
-class _RecurrenceCPU(torch.autograd.Function):
-    """y_t = sum_n C_t h_t with h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t; last state too."""
+class SelectiveScanCPU(torch.autograd.Function):
+    """The whole selective scan (bias, softplus, recurrence, D skip, gate) in two kernels."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C):
-        u_, dt_, B_, C_ = _f32(u), _f32(dt), _f32(B), _f32(C)
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        nd = u.shape[-1]
+        u_, delta_, B_, C_ = _f32(u), _f32(delta), _f32(B), _f32(C)
         AT = _f32(A).t().contiguous()  # (N, d): channels contiguous, as in u
-        nb, length, nd = u_.shape
+        D_ = _f32(D) if D is not None else torch.zeros(nd)
+        bias_ = _f32(delta_bias) if delta_bias is not None else torch.zeros(nd)
+        z_ = _f32(z) if z is not None else None
+        nb, length, _ = u_.shape
         ns = AT.shape[0]
         n_chunks = max(1, -(-length // CHUNK))
         out = np.empty((nb, length, nd), dtype=np.float32)
         chk = np.empty((nb, n_chunks, ns, nd), dtype=np.float32)
         last = np.zeros((nb, ns, nd), dtype=np.float32)
+        softplus = bool(delta_softplus)
         _scan_fwd_kernel(
-            u_.numpy(), dt_.numpy(), AT.numpy(), B_.numpy(), C_.numpy(),
+            u_.numpy(), delta_.numpy(), bias_.numpy(), AT.numpy(), B_.numpy(), C_.numpy(),
+            D_.numpy(), z_.numpy() if z_ is not None else _EMPTY3, z_ is not None, softplus,
             CHUNK, BLOCK, out, chk, last,
         )  # fmt: skip
-        ctx.save_for_backward(u_, dt_, AT, B_, C_, torch.from_numpy(chk))
-        ctx.dtypes = (u.dtype, dt.dtype, A.dtype, B.dtype, C.dtype)
+        ctx.save_for_backward(u_, delta_, bias_, AT, B_, C_, D_, z_, torch.from_numpy(chk))
+        ctx.softplus = softplus
+        ctx.given = (D is not None, z is not None, delta_bias is not None)
+        ctx.dtypes = (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype)
         ctx.set_materialize_grads(False)  # an unused last state's gradient arrives as None
         y = torch.from_numpy(out).to(device=u.device, dtype=u.dtype)
         last_state = torch.from_numpy(last).to(u.device).transpose(1, 2)  # (b, d, N)
@@ -248,32 +280,42 @@ class _RecurrenceCPU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u_, dt_, AT, B_, C_, chk = ctx.saved_tensors
+        u_, delta_, bias_, AT, B_, C_, D_, z_, chk = ctx.saved_tensors
         nb, length, nd = u_.shape
         ns = AT.shape[0]
         n_blocks = -(-nd // BLOCK)
+        if dout is None:
+            dout = torch.zeros(u_.shape)
+        has_z = z_ is not None
         du = np.empty((nb, length, nd), dtype=np.float32)
-        ddt = np.empty((nb, length, nd), dtype=np.float32)
+        ddelta = np.empty((nb, length, nd), dtype=np.float32)
+        dz = np.empty((nb, length, nd) if has_z else (0, 0, 0), dtype=np.float32)
         dA_part = np.empty((nb, ns, nd), dtype=np.float32)
         dB_part = np.empty((nb, n_blocks, length, ns), dtype=np.float32)
         dC_part = np.empty((nb, n_blocks, length, ns), dtype=np.float32)
+        dD_part = np.empty((nb, nd), dtype=np.float32)
+        dbias_part = np.empty((nb, nd), dtype=np.float32)
         has_dlast = dlast is not None
-        if dout is None:
-            dout = torch.zeros(u_.shape)
         dlast_ = _f32(dlast.transpose(1, 2)).numpy() if has_dlast else _EMPTY3
         _scan_bwd_kernel(
-            u_.numpy(), dt_.numpy(), AT.numpy(), B_.numpy(), C_.numpy(), CHUNK, BLOCK,
+            u_.numpy(), delta_.numpy(), bias_.numpy(), AT.numpy(), B_.numpy(), C_.numpy(),
+            D_.numpy(), z_.numpy() if has_z else _EMPTY3, has_z, ctx.softplus, CHUNK, BLOCK,
             chk.numpy(), _f32(dout).numpy(), dlast_, has_dlast,
-            du, ddt, dA_part, dB_part, dC_part,
+            du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, dbias_part,
         )  # fmt: skip
         dev = dout.device
-        u_dt, dt_dt, A_dt, B_dt, C_dt = ctx.dtypes
+        u_dt, delta_dt, A_dt, B_dt, C_dt = ctx.dtypes
+        has_d, _, has_bias = ctx.given
         return (
             torch.from_numpy(du).to(device=dev, dtype=u_dt),
-            torch.from_numpy(ddt).to(device=dev, dtype=dt_dt),
+            torch.from_numpy(ddelta).to(device=dev, dtype=delta_dt),
             torch.from_numpy(dA_part).sum(0).t().to(device=dev, dtype=A_dt),
             torch.from_numpy(dB_part).sum(1).to(device=dev, dtype=B_dt),
             torch.from_numpy(dC_part).sum(1).to(device=dev, dtype=C_dt),
+            torch.from_numpy(dD_part).sum(0).to(dev) if has_d else None,
+            torch.from_numpy(dz).to(dev) if has_z else None,
+            torch.from_numpy(dbias_part).sum(0).to(dev) if has_bias else None,
+            None,
         )
 
 
@@ -294,16 +336,7 @@ def selective_scan_channels_last(
     Returns ``y`` of shape ``(batch, L, dim)``, and with ``return_last_state`` also the state
     after the last step, ``(batch, dim, N)`` as mamba_ssm returns it.
     """
-    dt = delta.float()
-    if delta_bias is not None:
-        dt = dt + delta_bias.float()
-    if delta_softplus:
-        dt = F.softplus(dt)
-    y, last = _RecurrenceCPU.apply(u, dt, A, B, C)
-    if D is not None:
-        y = torch.addcmul(y, u, D.to(y.dtype))
-    if z is not None:
-        y = y * F.silu(z.to(y.dtype))
+    y, last = SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return (y, last) if return_last_state else y
 
 
