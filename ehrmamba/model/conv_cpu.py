@@ -1,4 +1,4 @@
-"""The mixer's causal depthwise convolution and its SiLU, fused, on CPU (numba).
+"""The mixer's causal depthwise convolution and its SiLU, fused, on CPU (``cpu_kernels.py``).
 
 ``silu(conv1d(x, weight, bias, padding=K - 1, groups=dim)[..., :L])`` on ``(batch, L, dim)``
 tensors. As PyTorch ops (K shifted multiply-adds, a bias add, a SiLU, and as many ops again in
@@ -9,105 +9,24 @@ in a training step; here the forward is one pass and the backward two. Work item
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 
-from ehrmamba.model.simd_math import FASTMATH, sigmoid_row
+from ehrmamba.model.cpu_kernels import conv_silu_bwd_kernel, conv_silu_fwd_kernel
+from ehrmamba.model.scan_cpu import contiguous_f32
 
 BLOCK = 64
-_ONE = np.float32(1.0)
-
-
-@numba.njit(cache=True, fastmath=FASTMATH, inline="always")
-def _preactivation(x, wt, bias, b, t, d0, w, acc):
-    """acc[j] = bias + sum_k wt[k] * x[t - K + 1 + k] for channels d0 .. d0 + w."""
-    kernel = wt.shape[0]
-    for j in range(w):
-        acc[j] = bias[d0 + j]
-    for k in range(kernel):
-        s = t - kernel + 1 + k
-        if s >= 0:
-            for j in range(w):
-                acc[j] += wt[k, d0 + j] * x[b, s, d0 + j]
-
-
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _conv_silu_fwd_kernel(x, wt, bias, block, out):
-    """x, out: (b, L, d); wt: (K, d); bias: (d,)."""
-    nb, length, nd = x.shape
-    n_blocks = (nd + block - 1) // block
-    for item in numba.prange(nb * n_blocks):
-        b = item // n_blocks
-        d0 = (item % n_blocks) * block
-        w = min(block, nd - d0)
-        acc = np.empty(w, dtype=np.float32)
-        sig = np.empty(w, dtype=np.float32)
-        bits = np.empty(w, dtype=np.int32)
-        for t in range(length):
-            _preactivation(x, wt, bias, b, t, d0, w, acc)
-            sigmoid_row(acc, sig, bits)
-            for j in range(w):
-                out[b, t, d0 + j] = acc[j] * sig[j]
-
-
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _conv_silu_bwd_kernel(x, wt, bias, gout, block, gpre, dx, dw_part, db_part):
-    """gpre (scratch), dx: (b, L, d); dw_part: (b, K, d); db_part: (b, d)."""
-    nb, length, nd = x.shape
-    kernel = wt.shape[0]
-    n_blocks = (nd + block - 1) // block
-    for item in numba.prange(nb * n_blocks):
-        b = item // n_blocks
-        d0 = (item % n_blocks) * block
-        w = min(block, nd - d0)
-        acc = np.empty(w, dtype=np.float32)
-        sig = np.empty(w, dtype=np.float32)
-        bits = np.empty(w, dtype=np.int32)
-        dw = np.zeros((kernel, w), dtype=np.float32)
-        db = np.zeros(w, dtype=np.float32)
-        for t in range(length):  # gradient at the pre-activation: silu'(a) = s (1 + a (1 - s))
-            _preactivation(x, wt, bias, b, t, d0, w, acc)
-            sigmoid_row(acc, sig, bits)
-            for j in range(w):
-                s = sig[j]
-                g = gout[b, t, d0 + j] * s * (_ONE + acc[j] * (_ONE - s))
-                gpre[b, t, d0 + j] = g
-                db[j] += g
-        for t in range(length):
-            for j in range(w):
-                acc[j] = 0.0
-            for k in range(kernel):
-                s = t - kernel + 1 + k  # input step that tap k reads for output t
-                if s >= 0:
-                    for j in range(w):
-                        dw[k, j] += gpre[b, t, d0 + j] * x[b, s, d0 + j]
-                o = t + kernel - 1 - k  # output step whose tap k reads input t
-                if o < length:
-                    for j in range(w):
-                        acc[j] += wt[k, d0 + j] * gpre[b, o, d0 + j]
-            for j in range(w):
-                dx[b, t, d0 + j] = acc[j]
-        for k in range(kernel):
-            for j in range(w):
-                dw_part[b, k, d0 + j] = dw[k, j]
-        for j in range(w):
-            db_part[b, d0 + j] = db[j]
-
-
-def _f32(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
 
 
 class CausalConvSiLUCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         nb, length, nd = x.shape
-        x_ = _f32(x)
-        wt = _f32(weight.reshape(nd, -1)).t().contiguous()  # (K, d)
-        bias_ = _f32(bias) if bias is not None else torch.zeros(nd)
+        x_ = contiguous_f32(x)
+        wt = contiguous_f32(weight.reshape(nd, -1)).t().contiguous()  # (K, d)
+        bias_ = contiguous_f32(bias) if bias is not None else torch.zeros(nd)
         out = np.empty((nb, length, nd), dtype=np.float32)
-        _conv_silu_fwd_kernel(x_.numpy(), wt.numpy(), bias_.numpy(), BLOCK, out)
+        conv_silu_fwd_kernel(x_.numpy(), wt.numpy(), bias_.numpy(), BLOCK, out)
         ctx.save_for_backward(x_, wt, bias_)
         ctx.meta = (x.dtype, weight.shape, weight.dtype, bias is not None)
         return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
@@ -121,8 +40,8 @@ class CausalConvSiLUCPU(torch.autograd.Function):
         dx = np.empty((nb, length, nd), dtype=np.float32)
         dw_part = np.empty((nb, wt.shape[0], nd), dtype=np.float32)
         db_part = np.empty((nb, nd), dtype=np.float32)
-        _conv_silu_bwd_kernel(
-            x_.numpy(), wt.numpy(), bias_.numpy(), _f32(gout).numpy(), BLOCK,
+        conv_silu_bwd_kernel(
+            x_.numpy(), wt.numpy(), bias_.numpy(), contiguous_f32(gout).numpy(), BLOCK,
             gpre, dx, dw_part, db_part,
         )  # fmt: skip
         dev = gout.device

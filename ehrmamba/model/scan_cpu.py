@@ -1,4 +1,4 @@
-"""Selective scan (Mamba S6) on CPU: numba kernels with a hand-written backward.
+"""Selective scan (Mamba S6) on CPU: numba kernels (``cpu_kernels.py``), hand-written backward.
 
 The model calls :func:`selective_scan_channels_last`, whose tensors keep the layout the
 linear layers produce, so nothing is transposed around the scan::
@@ -38,211 +38,20 @@ fp32.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 
-from ehrmamba.model.simd_math import FASTMATH, decay_rows, sigmoid_row, softplus_row
-
-_ZERO, _ONE = np.float32(0.0), np.float32(1.0)
+from ehrmamba.model.cpu_kernels import scan_bwd_kernel, scan_fwd_kernel
 
 CHUNK = 64  # steps between saved states; backward recomputes one chunk at a time
 BLOCK = 64  # channels per work item: eight AVX2 registers of fp32
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _scan_fwd_kernel(
-    u, delta, bias, AT, B, C, Dv, z, has_z, softplus, chunk, block, out, chk, last
-):  # fmt: skip
-    """u, delta, z, out: (b, L, d); bias, Dv: (d,); AT: (N, d); B, C: (b, L, N);
-    chk: (b, n_chunks, N, d); last: (b, N, d)."""
-    nb, length, nd = u.shape
-    ns = AT.shape[0]
-    n_blocks = (nd + block - 1) // block
-    for item in numba.prange(nb * n_blocks):
-        b = item // n_blocks
-        d0 = (item % n_blocks) * block
-        w = min(block, nd - d0)
-        a = np.empty((ns, w), dtype=np.float32)
-        for n in range(ns):
-            for j in range(w):
-                a[n, j] = AT[n, d0 + j]
-        h = np.zeros((ns, w), dtype=np.float32)
-        e = np.empty((ns, w), dtype=np.float32)
-        ebits = np.empty((ns, w), dtype=np.int32)
-        raw = np.empty(w, dtype=np.float32)
-        dt_t = np.empty(w, dtype=np.float32)
-        sig = np.empty(w, dtype=np.float32)
-        tmp = np.empty(w, dtype=np.float32)
-        bits = np.empty(w, dtype=np.int32)
-        u_t = np.empty(w, dtype=np.float32)
-        dtu = np.empty(w, dtype=np.float32)
-        y = np.empty(w, dtype=np.float32)
-        for t in range(length):
-            if t % chunk == 0:
-                c = t // chunk
-                for n in range(ns):
-                    for j in range(w):
-                        chk[b, c, n, d0 + j] = h[n, j]
-            for j in range(w):
-                raw[j] = delta[b, t, d0 + j] + bias[d0 + j]
-                u_t[j] = u[b, t, d0 + j]
-            if softplus:
-                softplus_row(raw, dt_t, sig, tmp, bits)
-            else:
-                dt_t[:] = raw
-            for j in range(w):
-                dtu[j] = dt_t[j] * u_t[j]
-                y[j] = Dv[d0 + j] * u_t[j]
-            decay_rows(dt_t, a, e, ebits)
-            for n in range(ns):
-                bn = B[b, t, n]
-                cn = C[b, t, n]
-                for j in range(w):
-                    hv = e[n, j] * h[n, j] + dtu[j] * bn
-                    h[n, j] = hv
-                    y[j] += cn * hv
-            if has_z:
-                for j in range(w):
-                    raw[j] = z[b, t, d0 + j]
-                sigmoid_row(raw, sig, bits)
-                for j in range(w):
-                    y[j] = y[j] * raw[j] * sig[j]
-            for j in range(w):
-                out[b, t, d0 + j] = y[j]
-        for n in range(ns):
-            for j in range(w):
-                last[b, n, d0 + j] = h[n, j]
-
-
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _scan_bwd_kernel(
-    u, delta, bias, AT, B, C, Dv, z, has_z, softplus, chunk, block, chk, dout, dlast, has_dlast,
-    du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, dbias_part,
-):  # fmt: skip
-    """Reverse-time recurrence, same work items as the forward.
-
-    du, ddelta, dz: (b, L, d); dA_part: (b, N, d) and dD_part, dbias_part: (b, d) (summed
-    over batch later); dB_part, dC_part: (b, n_blocks, L, N) (summed over blocks later).
-    """
-    nb, length, nd = u.shape
-    ns = AT.shape[0]
-    n_blocks = (nd + block - 1) // block
-    n_chunks = (length + chunk - 1) // chunk
-    for item in numba.prange(nb * n_blocks):
-        b = item // n_blocks
-        blk = item % n_blocks
-        d0 = blk * block
-        w = min(block, nd - d0)
-        a = np.empty((ns, w), dtype=np.float32)
-        gh = np.empty((ns, w), dtype=np.float32)
-        da = np.zeros((ns, w), dtype=np.float32)
-        for n in range(ns):
-            for j in range(w):
-                a[n, j] = AT[n, d0 + j]
-                gh[n, j] = dlast[b, n, d0 + j] if has_dlast else _ZERO
-        hs = np.empty((chunk + 1, ns, w), dtype=np.float32)  # h_{t-1}, h_t of a chunk
-        es = np.empty((chunk, ns, w), dtype=np.float32)  # exp(dt_t * A) of a chunk
-        dts = np.empty((chunk, w), dtype=np.float32)  # dt of a chunk
-        dsp = np.empty((chunk, w), dtype=np.float32)  # softplus'(delta + bias) of a chunk
-        ebits = np.empty((ns, w), dtype=np.int32)
-        bits = np.empty(w, dtype=np.int32)
-        raw = np.empty(w, dtype=np.float32)
-        tmp = np.empty(w, dtype=np.float32)
-        sig = np.empty(w, dtype=np.float32)
-        u_t = np.empty(w, dtype=np.float32)
-        dtu = np.empty(w, dtype=np.float32)
-        yp = np.empty(w, dtype=np.float32)
-        dy = np.empty(w, dtype=np.float32)
-        du_t = np.empty(w, dtype=np.float32)
-        ddt_t = np.empty(w, dtype=np.float32)
-        acc_d = np.zeros(w, dtype=np.float32)
-        acc_bias = np.zeros(w, dtype=np.float32)
-        for c in range(n_chunks - 1, -1, -1):
-            t0 = c * chunk
-            t1 = min(length, t0 + chunk)
-            for n in range(ns):
-                for j in range(w):
-                    hs[0, n, j] = chk[b, c, n, d0 + j]
-            for t in range(t0, t1):  # recompute this chunk's states from its checkpoint
-                k = t - t0
-                for j in range(w):
-                    raw[j] = delta[b, t, d0 + j] + bias[d0 + j]
-                dt_k = dts[k]
-                if softplus:
-                    softplus_row(raw, dt_k, dsp[k], tmp, bits)
-                else:
-                    for j in range(w):
-                        dt_k[j] = raw[j]
-                        dsp[k, j] = _ONE
-                for j in range(w):
-                    dtu[j] = dt_k[j] * u[b, t, d0 + j]
-                e = es[k]
-                decay_rows(dt_k, a, e, ebits)
-                for n in range(ns):
-                    bn = B[b, t, n]
-                    for j in range(w):
-                        hs[k + 1, n, j] = e[n, j] * hs[k, n, j] + dtu[j] * bn
-            for t in range(t1 - 1, t0 - 1, -1):
-                k = t - t0
-                for j in range(w):
-                    u_t[j] = u[b, t, d0 + j]
-                    dtu[j] = dts[k, j] * u_t[j]
-                    dy[j] = dout[b, t, d0 + j]
-                if has_z:  # out = yp * silu(z), yp = sum_n C h + D u
-                    for j in range(w):
-                        yp[j] = Dv[d0 + j] * u_t[j]
-                    for n in range(ns):
-                        cn = C[b, t, n]
-                        for j in range(w):
-                            yp[j] += cn * hs[k + 1, n, j]
-                    for j in range(w):
-                        raw[j] = z[b, t, d0 + j]
-                    sigmoid_row(raw, sig, bits)
-                    for j in range(w):
-                        zt = raw[j]
-                        sg = sig[j]
-                        dz[b, t, d0 + j] = dy[j] * yp[j] * sg * (_ONE + zt * (_ONE - sg))
-                        dy[j] = dy[j] * zt * sg
-                for j in range(w):
-                    acc_d[j] += dy[j] * u_t[j]
-                    du_t[j] = dy[j] * Dv[d0 + j]
-                    ddt_t[j] = _ZERO
-                for n in range(ns):
-                    bn = B[b, t, n]
-                    cn = C[b, t, n]
-                    s_c = _ZERO
-                    s_b = _ZERO
-                    for j in range(w):
-                        s_c += dy[j] * hs[k + 1, n, j]
-                        g = gh[n, j] + dy[j] * cn  # dL/dh_t
-                        ev = es[k, n, j]
-                        # h_t = e * h_{t-1} + dt * B * u, e = exp(dt * A)
-                        wv = g * hs[k, n, j] * ev
-                        ddt_t[j] += wv * a[n, j] + g * bn * u_t[j]
-                        da[n, j] += wv * dts[k, j]
-                        s_b += g * dtu[j]
-                        du_t[j] += g * dts[k, j] * bn
-                        gh[n, j] = g * ev
-                    dC_part[b, blk, t, n] = s_c
-                    dB_part[b, blk, t, n] = s_b
-                for j in range(w):
-                    du[b, t, d0 + j] = du_t[j]
-                    gd = ddt_t[j] * dsp[k, j]
-                    ddelta[b, t, d0 + j] = gd
-                    acc_bias[j] += gd
-        for n in range(ns):
-            for j in range(w):
-                dA_part[b, n, d0 + j] = da[n, j]
-        for j in range(w):
-            dD_part[b, d0 + j] = acc_d[j]
-            dbias_part[b, d0 + j] = acc_bias[j]
-
-
 _EMPTY3 = np.zeros((0, 0, 0), dtype=np.float32)
 
 
-def _f32(x: torch.Tensor) -> torch.Tensor:
+def contiguous_f32(x: torch.Tensor) -> torch.Tensor:
+    """The fp32, C-contiguous CPU tensor the kernels read (no copy when it already is)."""
     return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
 
 
@@ -252,11 +61,11 @@ class SelectiveScanCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         nd = u.shape[-1]
-        u_, delta_, B_, C_ = _f32(u), _f32(delta), _f32(B), _f32(C)
-        AT = _f32(A).t().contiguous()  # (N, d): channels contiguous, as in u
-        D_ = _f32(D) if D is not None else torch.zeros(nd)
-        bias_ = _f32(delta_bias) if delta_bias is not None else torch.zeros(nd)
-        z_ = _f32(z) if z is not None else None
+        u_, delta_, B_, C_ = (contiguous_f32(t) for t in (u, delta, B, C))
+        AT = contiguous_f32(A).t().contiguous()  # (N, d): channels contiguous, as in u
+        D_ = contiguous_f32(D) if D is not None else torch.zeros(nd)
+        bias_ = contiguous_f32(delta_bias) if delta_bias is not None else torch.zeros(nd)
+        z_ = contiguous_f32(z) if z is not None else None
         nb, length, _ = u_.shape
         ns = AT.shape[0]
         n_chunks = max(1, -(-length // CHUNK))
@@ -264,7 +73,7 @@ class SelectiveScanCPU(torch.autograd.Function):
         chk = np.empty((nb, n_chunks, ns, nd), dtype=np.float32)
         last = np.zeros((nb, ns, nd), dtype=np.float32)
         softplus = bool(delta_softplus)
-        _scan_fwd_kernel(
+        scan_fwd_kernel(
             u_.numpy(), delta_.numpy(), bias_.numpy(), AT.numpy(), B_.numpy(), C_.numpy(),
             D_.numpy(), z_.numpy() if z_ is not None else _EMPTY3, z_ is not None, softplus,
             CHUNK, BLOCK, out, chk, last,
@@ -296,11 +105,11 @@ class SelectiveScanCPU(torch.autograd.Function):
         dD_part = np.empty((nb, nd), dtype=np.float32)
         dbias_part = np.empty((nb, nd), dtype=np.float32)
         has_dlast = dlast is not None
-        dlast_ = _f32(dlast.transpose(1, 2)).numpy() if has_dlast else _EMPTY3
-        _scan_bwd_kernel(
+        dlast_ = contiguous_f32(dlast.transpose(1, 2)).numpy() if has_dlast else _EMPTY3
+        scan_bwd_kernel(
             u_.numpy(), delta_.numpy(), bias_.numpy(), AT.numpy(), B_.numpy(), C_.numpy(),
             D_.numpy(), z_.numpy() if has_z else _EMPTY3, has_z, ctx.softplus, CHUNK, BLOCK,
-            chk.numpy(), _f32(dout).numpy(), dlast_, has_dlast,
+            chk.numpy(), contiguous_f32(dout).numpy(), dlast_, has_dlast,
             du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, dbias_part,
         )  # fmt: skip
         dev = dout.device
