@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -13,7 +15,12 @@ from ehrmamba.model import (
     pool_last,
 )
 from ehrmamba.model.conv_cpu import causal_conv1d_silu
-from ehrmamba.model.modeling_ehrmamba import MambaMixer, causal_conv1d, selective_scan_ref
+from ehrmamba.model.modeling_ehrmamba import (
+    MambaMixer,
+    causal_conv1d,
+    scan_channels_first,
+    selective_scan_ref,
+)
 
 VOCAB = 50
 
@@ -74,28 +81,27 @@ def test_parameter_names_match_mamba_ssm():
     assert "layers.0.norm.weight" in model.state_dict()
 
 
-def _reference_scan_channels_last(u, delta, A, B, C, D, z, bias, softplus, last_state):
-    """The naive recurrence (channels-first) behind the mixer's channels-last call."""
-    out = selective_scan_ref(
-        u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2),
-        D, z.transpose(1, 2), bias, softplus, last_state,
-    )  # fmt: skip
-    return (out[0].transpose(1, 2), out[1]) if last_state else out.transpose(1, 2)
-
-
 def test_mixer_numba_path_matches_reference_scan(monkeypatch):
     torch.manual_seed(0)
     mixer = MambaMixer(_config(), 0)
     x = torch.randn(2, 70, 64, requires_grad=True)
     fast = mixer(x)
     (grad_fast,) = torch.autograd.grad(fast.square().sum(), x)
+    fast_cache = mixer.allocate_inference_cache(2)
+    mixer(x.detach(), cache=fast_cache)  # the states after the last step, for generation
     import ehrmamba.model.modeling_ehrmamba as m
 
-    monkeypatch.setattr(m, "selective_scan_cpu", _reference_scan_channels_last)
+    # the reference recurrence through the same layout wrapper the CUDA branch uses
+    monkeypatch.setattr(m, "selective_scan_cpu", partial(scan_channels_first, selective_scan_ref))
     ref = mixer(x)
     (grad_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    ref_cache = mixer.allocate_inference_cache(2)
+    mixer(x.detach(), cache=ref_cache)
     assert torch.allclose(fast, ref, atol=1e-5, rtol=1e-4)
     assert torch.allclose(grad_fast, grad_ref, atol=1e-4, rtol=1e-4)
+    for fast_state, ref_state in zip(fast_cache, ref_cache, strict=True):  # conv, then ssm
+        assert fast_state.abs().sum() > 0
+        assert torch.allclose(fast_state, ref_state, atol=1e-5, rtol=1e-4)
 
 
 def test_causal_conv_equals_conv1d_on_the_transposed_input():

@@ -163,7 +163,16 @@ def selective_scan(
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     else:
         selective_scan_fn = selective_scan_ref
-    out = selective_scan_fn(
+    return scan_channels_first(
+        selective_scan_fn, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+    )
+
+
+def scan_channels_first(
+    scan_fn, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+):  # fmt: skip
+    """Run a scan of mamba_ssm's layout ((batch, channels, L)) on channels-last tensors."""
+    out = scan_fn(
         u.transpose(1, 2).contiguous(),
         delta.transpose(1, 2).contiguous(),
         A,
