@@ -193,9 +193,9 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     """Depthwise causal convolution along time, x: (batch, L, dim), weight: (dim, 1, K).
 
     Same parameters and result as ``nn.Conv1d(dim, dim, K, groups=dim, padding=K - 1)`` on
-    the transposed input, cut to L steps. Written as K shifted multiply-adds in the layout of
-    the linear layers: PyTorch's CPU depthwise ``conv1d`` backward was 40% of a training step
-    here and needs a transpose on each side; these elementwise ops cost a few percent.
+    the transposed input, cut to L steps, as K shifted multiply-adds in the layout of the
+    linear layers (no transposes). The GPU path runs it; on CPU the fused numba kernel of
+    :func:`conv_silu` replaces it, and it is that kernel's reference in the tests.
     """
     kernel = weight.shape[-1]
     length = x.shape[1]
