@@ -41,10 +41,13 @@ def _patient(rng: np.random.Generator, sid: int, planted: bool, n_visits: int = 
         t += pd.Timedelta(days=int(rng.integers(10, 200)))
         vid = f"{sid}-{v}"
         rows.append((t, "VISIT/inpatient", vid, "visit_start"))
-        for code in rng.choice(CODES, size=2, replace=False):
-            rows.append((t, str(code), vid, "condition"))
+        codes = [str(c) for c in rng.choice(CODES, size=2, replace=False)]
         if planted and v == plant_at:
-            rows.append((t, PLANTED, vid, "condition"))
+            # the plant takes a code's place, so both classes have the same shape and only
+            # the code itself tells them apart (an added event would make "a visit with three
+            # events" a signal that the visit's other codes could carry as well)
+            codes[1] = PLANTED
+        rows.extend((t, code, vid, "condition") for code in codes)
         rows.append((t + pd.Timedelta(days=2), "VISIT_END/inpatient", vid, "visit_end"))
     frame = pd.DataFrame(rows, columns=["time", "code", "visit_id", "event_type"])
     frame["subject_id"] = sid
