@@ -13,9 +13,7 @@ import numpy as np
 import torch
 
 from ehrmamba.model.cpu_kernels import conv_silu_bwd_kernel, conv_silu_fwd_kernel
-from ehrmamba.model.scan_cpu import contiguous_f32
-
-BLOCK = 64
+from ehrmamba.model.scan_cpu import BLOCK, contiguous_f32
 
 
 class CausalConvSiLUCPU(torch.autograd.Function):
