@@ -113,17 +113,23 @@ def encode_events(events: pd.DataFrame | pa.Table, vocab: Vocabulary) -> pd.Data
     # float32 like the warehouse, so a served value bins like the same value stored there
     nv = pd.to_numeric(df["numeric_value"], errors="coerce").astype(np.float32).astype(np.float64)
     unit = df["unit"].astype("string").fillna("")
-    token = code.copy()
-    numeric = np.isfinite(nv.to_numpy()) & ~is_static.to_numpy()
-    if numeric.any():
-        sub = pd.DataFrame({"code": code[numeric], "unit": unit[numeric], "v": nv[numeric]})
-        for (c, u), grp in sub.groupby(["code", "unit"], sort=True):
+    # tokens are written into a NumPy object array: item assignment into pandas' Arrow-backed
+    # strings copies the column each time (most of this function's cost on a served record)
+    token = code.to_numpy(dtype=object, copy=True)
+    numeric = np.flatnonzero(np.isfinite(nv.to_numpy()) & ~is_static.to_numpy())
+    if len(numeric):
+        sub = pd.DataFrame(
+            {"code": token[numeric], "unit": unit.to_numpy(dtype=object)[numeric]}, copy=False
+        )
+        values = nv.to_numpy()[numeric]
+        for (c, u), rows in sub.groupby(["code", "unit"], sort=False).indices.items():
             edges = vocab._edges.get((c, u))
             if edges is None:
                 continue
-            ks = np.searchsorted(edges, grp["v"].to_numpy(), side="right")
-            token.loc[grp.index] = [bin_token(c, int(k)) for k in ks]
-    tok = token.map(vocab.token_to_id).fillna(vocab.unk_id).astype(np.int32)
+            ks = np.searchsorted(edges, values[rows], side="right")
+            token[numeric[rows]] = [bin_token(c, int(k)) for k in ks]
+    tok = pd.Series(token, index=df.index).map(vocab.token_to_id).fillna(vocab.unk_id)
+    tok = tok.astype(np.int32)
     tok[is_ve] = vocab.token_to_id[VE]
     ttype = pd.Series(vocab.token_types[tok.to_numpy()], index=df.index)
     ttype[is_static] = TokenType.STATIC
