@@ -12,7 +12,8 @@ relation names) and run by an :class:`EventEngine` on a private in-memory DuckDB
 
 DuckDB re-plans a query on every execution (also a prepared one), and planning this query costs
 far more than running it on a few hundred resources; so the engine scores a whole batch of
-records per execution, and batching pays for itself.
+records per execution, and batching pays for itself. The engine also skips DuckDB's optimizer:
+on a few hundred rows an optimized plan saves less than optimizing costs.
 """
 
 from __future__ import annotations
@@ -242,6 +243,10 @@ class EventEngine:
         con = duckdb.connect(":memory:")
         con.execute(f"SET threads = {int(threads)}")
         con.execute("SET TimeZone = 'UTC'")  # as the dbt profile
+        # Planning, not running, is the cost on a few records, and the optimizer is half of it
+        # (about 50 of 100 ms for one Synthea patient); the unoptimized plan gives the same
+        # rows (checked on all 489 Synthea records) and runs a batch of 8 20% faster.
+        con.execute("PRAGMA disable_optimizer")
         con.execute(f"ATTACH ':memory:' AS {_quote(chain.database)}")
         con.execute(f"USE {_quote(chain.database)}")
         store.create_schema(con)
