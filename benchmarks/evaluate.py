@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
         EvaluationConfig,
         evaluate_models,
         join_demographics,
-        run_baselines,
+        run_matched_baselines,
     )
     from ehrmamba.fhir import ingest
     from ehrmamba.finetune.train import FinetuneConfig, finetune
@@ -137,8 +138,14 @@ def main() -> None:
         singles.append(single.predictions.assign(model="ehrmamba-single-task"))
     lap("finetune single-task")
     with duckdb.connect(str(db), read_only=True) as con:
-        base = run_baselines(
-            con, tasks, eval_rows=mtf.predictions[["task", "subject_id", "prediction_time"]]
+        rows = pq.read_table(
+            labels, columns=["task", "subject_id", "prediction_time", "split"]
+        ).to_pandas()
+        base = run_matched_baselines(
+            con,
+            tasks,
+            eval_rows=mtf.predictions[["task", "subject_id", "prediction_time"]],
+            train_rows=rows[rows["split"] == "train"],
         )
         lap("baselines")
         preds = join_demographics(pd.concat([mtf.predictions, *singles, base.predictions]), con)

@@ -23,6 +23,7 @@ from ehrmamba.evaluate import (
     join_demographics,
     log_to_mlflow,
     run_baselines,
+    run_matched_baselines,
     top_codes,
     validate_predictions,
 )
@@ -301,6 +302,43 @@ def test_baselines_predict_tuning_and_held_out_rows_only(warehouse: Path, tmp_pa
     assert (with_demo["age_years"] >= 0).all()
     report = evaluate_models(with_demo, tmp_path, FAST).report_path.read_text()
     assert "| xgboost_counts |" in report and "| logreg_counts |" in report
+
+
+def test_baselines_can_fit_on_the_rows_another_model_learned_from(warehouse: Path) -> None:
+    """``train_rows`` limits fitting to the given rows of the train split, per task."""
+    task = "fluid_electrolyte_1y"
+    config = BaselineConfig(top_k=32, models=("logreg",))
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        keys = count_features(con, task, top_codes(con, 32)).keys
+    train = keys[keys["split"] == "train"]
+    chosen = pd.concat([train[train["label"]].head(5), train[~train["label"]].head(15)]).assign(
+        task=task
+    )
+    # a held_out row passed as a train row must not be fitted on
+    rows = pd.concat([chosen, keys[keys["split"] == "held_out"].head(3).assign(task=task)])
+    limited = run_baselines(warehouse, [task], config, train_rows=rows)
+    assert limited.train_rows == {task: 20}
+    full = run_baselines(warehouse, [task], config)
+    assert full.train_rows[task] == len(train) > 20
+    merged = limited.predictions.merge(
+        full.predictions, on=["subject_id", "prediction_time", "split"], suffixes=("", "_full")
+    )
+    assert len(merged) == len(limited.predictions) and not np.allclose(
+        merged["score"], merged["score_full"]
+    )
+    # the evaluation's pair: every baseline on those rows, XGBoost also on every train label
+    both = run_matched_baselines(
+        warehouse, [task], eval_rows=limited.predictions.assign(task=task), train_rows=rows
+    )
+    assert both.train_rows == {task: 20}
+    assert both.predictions.groupby("model").size().to_dict() == {
+        name: len(limited.predictions)
+        for name in ("xgboost_counts", "logreg_counts", "xgboost_counts_all_labels")
+    }
+    # a task none of the rows names has nothing to fit, as the other model had nothing to learn
+    other = run_baselines(warehouse, ["mortality_1m"], config, train_rows=rows)
+    assert other.train_rows == {"mortality_1m": 0}
+    assert "needs both classes" in other.skipped["mortality_1m"]
 
 
 def test_count_features_never_see_an_event_after_prediction_time(

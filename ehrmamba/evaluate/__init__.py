@@ -11,6 +11,7 @@ from ehrmamba.evaluate.baselines import (
     CountFeatures,
     count_features,
     run_baselines,
+    run_matched_baselines,
     top_codes,
 )
 from ehrmamba.evaluate.evaluation import (
@@ -35,6 +36,7 @@ __all__ = [
     "join_demographics",
     "log_to_mlflow",
     "run_baselines",
+    "run_matched_baselines",
     "top_codes",
     "validate_predictions",
 ]

@@ -11,6 +11,7 @@ import json
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 from sklearn.metrics import roc_auc_score
 
@@ -19,7 +20,7 @@ from ehrmamba.evaluate import (
     evaluate_models,
     join_demographics,
     log_to_mlflow,
-    run_baselines,
+    run_matched_baselines,
 )
 from ehrmamba.forecast import (
     ForecastConfig,
@@ -35,6 +36,7 @@ from orchestration.assets.finetuning import (
     FINETUNED,
     MTF_NAME,
     SINGLE_TASK,
+    _labels_path,
     finetune_record_path,
 )
 from orchestration.assets.modeling import _vocab_path
@@ -133,7 +135,8 @@ def _forecasting(
     deps=[FINETUNED, SINGLE_TASK, EVENTS],
     pool="duckdb_writer",  # opens the warehouse (baseline features): one DuckDB process at a time
     description="held_out comparison of EHRMamba MTF, single-task EHRMamba, XGBoost and "
-    "logistic regression on code counts: AUROC/AUPRC/F1 with bootstrap intervals, "
+    "logistic regression on code counts (fitted on the train labels EHRMamba learned from; "
+    "XGBoost also on every train label): AUROC/AUPRC/F1 with bootstrap intervals, "
     "calibration, subgroups; forecasting and zero-shot risks.",
 )
 def model_evaluation(
@@ -154,8 +157,14 @@ def model_evaluation(
             frames.append(pd.concat(singles).assign(model=SINGLE_NAME))
     tasks = sorted(set(mtf["task"]))
     with duckdb.get_connection() as con:
-        baselines = run_baselines(
-            con, tasks, eval_rows=mtf[["task", "subject_id", "prediction_time"]]
+        labels = pq.read_table(
+            _labels_path(platform), columns=["task", "subject_id", "prediction_time", "split"]
+        ).to_pandas()
+        baselines = run_matched_baselines(
+            con,
+            tasks,
+            eval_rows=mtf[["task", "subject_id", "prediction_time"]],
+            train_rows=labels[labels["split"] == "train"],
         )
         frames.append(baselines.predictions)
         context.log.info(f"baselines scored: {sorted(set(baselines.predictions['model']))}")
