@@ -19,13 +19,13 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-import pyarrow.parquet as pq
 
 
 def main() -> None:
     from ehrmamba.evaluate import (
         EvaluationConfig,
         evaluate_models,
+        finetuning_train_rows,
         join_demographics,
         run_matched_baselines,
     )
@@ -138,14 +138,11 @@ def main() -> None:
         singles.append(single.predictions.assign(model="ehrmamba-single-task"))
     lap("finetune single-task")
     with duckdb.connect(str(db), read_only=True) as con:
-        rows = pq.read_table(
-            labels, columns=["task", "subject_id", "prediction_time", "split"]
-        ).to_pandas()
         base = run_matched_baselines(
             con,
             tasks,
             eval_rows=mtf.predictions[["task", "subject_id", "prediction_time"]],
-            train_rows=rows[rows["split"] == "train"],
+            train_rows=finetuning_train_rows(labels),
         )
         lap("baselines")
         preds = join_demographics(pd.concat([mtf.predictions, *singles, base.predictions]), con)

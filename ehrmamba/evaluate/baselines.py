@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -203,8 +204,13 @@ def _estimator(kind: str, config: BaselineConfig):
     raise ValueError(f"unknown baseline {kind!r}; known: {BASELINE_MODELS}")
 
 
-def _train_sample(keys: pd.DataFrame, cap: int | None, seed: int) -> np.ndarray:
-    train = np.flatnonzero((keys["split"] == "train").to_numpy())
+def _train_sample(
+    keys: pd.DataFrame, cap: int | None, seed: int, only: np.ndarray | None = None
+) -> np.ndarray:
+    eligible = (keys["split"] == "train").to_numpy()
+    if only is not None:
+        eligible = eligible & only
+    train = np.flatnonzero(eligible)
     if cap is None or len(train) <= cap:
         return train
     rng = np.random.default_rng(seed)
@@ -242,11 +248,10 @@ def run_baselines(
         for task in tasks:
             feats = count_features(con, task, codes, schema=schema)
             names = feats.feature_names
-            keys = feats.keys
+            only = None
             if train_rows is not None:
-                chosen = _in_rows(keys, train_rows.loc[train_rows["task"] == task])
-                keys = keys.assign(split=keys["split"].where(chosen | (keys["split"] != "train")))
-            train_idx = _train_sample(keys, config.max_train_rows, config.seed)
+                only = _in_rows(feats.keys, train_rows.loc[train_rows["task"] == task])
+            train_idx = _train_sample(feats.keys, config.max_train_rows, config.seed, only)
             y_train = feats.keys["label"].to_numpy(bool)[train_idx]
             fitted_rows[task] = len(train_idx)
             n_pos = int(y_train.sum())
@@ -288,6 +293,15 @@ def run_baselines(
 
 
 ALL_LABELS_SUFFIX = "_all_labels"
+
+
+def finetuning_train_rows(label_sequences: Path | str) -> pd.DataFrame:
+    """The ``train`` rows of a label-sequences file (``task, subject_id, prediction_time``):
+    the labels a finetuning run learned from, for :func:`run_matched_baselines`."""
+    rows = pq.read_table(
+        label_sequences, columns=["task", "subject_id", "prediction_time", "split"]
+    ).to_pandas()
+    return rows.loc[rows["split"] == "train", ["task", "subject_id", "prediction_time"]]
 
 
 def run_matched_baselines(

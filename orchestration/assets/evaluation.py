@@ -11,13 +11,13 @@ import json
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 from sklearn.metrics import roc_auc_score
 
 from ehrmamba.evaluate import (
     EvaluationConfig,
     evaluate_models,
+    finetuning_train_rows,
     join_demographics,
     log_to_mlflow,
     run_matched_baselines,
@@ -157,14 +157,11 @@ def model_evaluation(
             frames.append(pd.concat(singles).assign(model=SINGLE_NAME))
     tasks = sorted(set(mtf["task"]))
     with duckdb.get_connection() as con:
-        labels = pq.read_table(
-            _labels_path(platform), columns=["task", "subject_id", "prediction_time", "split"]
-        ).to_pandas()
         baselines = run_matched_baselines(
             con,
             tasks,
             eval_rows=mtf[["task", "subject_id", "prediction_time"]],
-            train_rows=labels[labels["split"] == "train"],
+            train_rows=finetuning_train_rows(_labels_path(platform)),
         )
         frames.append(baselines.predictions)
         context.log.info(f"baselines scored: {sorted(set(baselines.predictions['model']))}")
