@@ -30,6 +30,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from xgboost import XGBClassifier
 
 BASELINE_MODELS = ("xgboost", "logreg")
+ALL_LABELS_SUFFIX = "_all_labels"  # XGBoost fitted on every train label (run_matched_baselines)
 PREDICTED_SPLITS = ("tuning", "held_out")
 # age and sex are their own features; these codes would only repeat them
 _EXCLUDED_CODES_SQL = "code <> 'MEDS_BIRTH' AND code NOT LIKE 'GENDER/%'"
@@ -237,62 +238,91 @@ def run_baselines(
     predictions.
     """
     config = config or BaselineConfig()
+    features = _task_features(database, tasks, config.top_k, schema)
+    fits = [_TaskFit(features[task], task) for task in tasks]
+    for fit in fits:
+        fit.run(config, eval_rows=eval_rows, train_rows=train_rows)
+    return _result(fits)
+
+
+def _task_features(
+    database: duckdb.DuckDBPyConnection | Path | str,
+    tasks: Sequence[str],
+    top_k: int,
+    schema: str = "marts",
+) -> dict[str, CountFeatures]:
     con = _connect(database)
     owned = not isinstance(database, duckdb.DuckDBPyConnection)
     try:
-        codes = top_codes(con, config.top_k, schema=schema)
-        frames: list[pd.DataFrame] = []
-        skipped: dict[str, str] = {}
-        fitted_rows: dict[str, int] = {}
-        names: list[str] = []
-        for task in tasks:
-            feats = count_features(con, task, codes, schema=schema)
-            names = feats.feature_names
-            only = None
-            if train_rows is not None:
-                only = _in_rows(feats.keys, train_rows.loc[train_rows["task"] == task])
-            train_idx = _train_sample(feats.keys, config.max_train_rows, config.seed, only)
-            y_train = feats.keys["label"].to_numpy(bool)[train_idx]
-            fitted_rows[task] = len(train_idx)
-            n_pos = int(y_train.sum())
-            if n_pos == 0 or n_pos == len(y_train):
-                skipped[task] = (
-                    f"train split has {len(y_train)} rows and {n_pos} positives: "
-                    "a classifier needs both classes"
-                )
-                continue
-            x_train = feats.matrix[train_idx]
-            age = len(codes)
-            fill = np.nanmedian(x_train[:, age]) if np.isfinite(x_train[:, age]).any() else 0.0
-            x_all = feats.matrix.copy()
-            x_all[np.isnan(x_all[:, age]), age] = fill
-            x_train = x_all[train_idx]
-            predict = feats.keys["split"].isin(PREDICTED_SPLITS).to_numpy()
-            if eval_rows is not None:
-                predict = predict & _in_rows(feats.keys, eval_rows.loc[eval_rows["task"] == task])
-            for kind in config.models:
-                model = _estimator(kind, config)
-                model.fit(x_train, y_train)
-                part = feats.keys.loc[predict].copy()
-                part["score"] = model.predict_proba(x_all[predict])[:, 1].astype(np.float64)
-                part["task"] = task
-                part["model"] = config.model_names.get(kind, kind)
-                frames.append(part)
-        columns = ["subject_id", "prediction_time", "task", "split", "label", "score", "model"]
-        predictions = (
-            pd.concat(frames, ignore_index=True)[columns]
-            if frames
-            else pd.DataFrame(columns=columns)
-        )
-        return BaselineResult(
-            predictions=predictions, skipped=skipped, feature_names=names, train_rows=fitted_rows
-        )
+        codes = top_codes(con, top_k, schema=schema)
+        return {task: count_features(con, task, codes, schema=schema) for task in tasks}
     finally:
         if owned:
             con.close()
 
 
-ALL_LABELS_SUFFIX = "_all_labels"
+@dataclass
+class _TaskFit:
+    """One task's features and what fitting baselines on them gave (predictions, or why not)."""
+
+    feats: CountFeatures
+    task: str
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    skipped: str | None = None
+    fitted_rows: int = 0
+
+    def run(
+        self,
+        config: BaselineConfig,
+        *,
+        eval_rows: pd.DataFrame | None,
+        train_rows: pd.DataFrame | None,
+    ) -> None:
+        feats, task = self.feats, self.task
+        only = None
+        if train_rows is not None:
+            only = _in_rows(feats.keys, train_rows.loc[train_rows["task"] == task])
+        train_idx = _train_sample(feats.keys, config.max_train_rows, config.seed, only)
+        y_train = feats.keys["label"].to_numpy(bool)[train_idx]
+        self.fitted_rows = len(train_idx)
+        n_pos = int(y_train.sum())
+        if n_pos == 0 or n_pos == len(y_train):
+            self.skipped = (
+                f"train split has {len(y_train)} rows and {n_pos} positives: "
+                "a classifier needs both classes"
+            )
+            return
+        age = feats.feature_names.index("age_years")
+        x_train = feats.matrix[train_idx]
+        fill = np.nanmedian(x_train[:, age]) if np.isfinite(x_train[:, age]).any() else 0.0
+        x_all = feats.matrix.copy()
+        x_all[np.isnan(x_all[:, age]), age] = fill
+        x_train = x_all[train_idx]
+        predict = feats.keys["split"].isin(PREDICTED_SPLITS).to_numpy()
+        if eval_rows is not None:
+            predict = predict & _in_rows(feats.keys, eval_rows.loc[eval_rows["task"] == task])
+        for kind in config.models:
+            model = _estimator(kind, config)
+            model.fit(x_train, y_train)
+            part = feats.keys.loc[predict].copy()
+            part["score"] = model.predict_proba(x_all[predict])[:, 1].astype(np.float64)
+            part["task"] = task
+            part["model"] = config.model_names.get(kind, kind)
+            self.frames.append(part)
+
+
+def _result(fits: Sequence[_TaskFit]) -> BaselineResult:
+    columns = ["subject_id", "prediction_time", "task", "split", "label", "score", "model"]
+    frames = [f for fit in fits for f in fit.frames]
+    predictions = (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+    return BaselineResult(
+        predictions=predictions,
+        skipped={fit.task: fit.skipped for fit in fits if fit.skipped is not None},
+        feature_names=fits[-1].feats.feature_names if fits else [],
+        train_rows={fit.task: fit.fitted_rows for fit in fits},
+    )
 
 
 def finetuning_train_rows(label_sequences: Path | str) -> pd.DataFrame:
@@ -321,23 +351,16 @@ def run_matched_baselines(
     Both predict the same ``eval_rows``.
     """
     config = config or BaselineConfig()
-    con = _connect(database)
-    owned = not isinstance(database, duckdb.DuckDBPyConnection)
-    try:
-        matched = run_baselines(con, tasks, config, eval_rows=eval_rows, train_rows=train_rows)
-        names = {k: v + ALL_LABELS_SUFFIX for k, v in config.model_names.items()}
-        every = run_baselines(
-            con,
-            tasks,
-            dataclasses.replace(config, models=("xgboost",), model_names=names),
-            eval_rows=eval_rows,
-        )
-    finally:
-        if owned:
-            con.close()
-    return BaselineResult(
-        predictions=pd.concat([matched.predictions, every.predictions], ignore_index=True),
-        skipped=matched.skipped,
-        feature_names=matched.feature_names,
-        train_rows=matched.train_rows,
+    names = {k: v + ALL_LABELS_SUFFIX for k, v in config.model_names.items()}
+    every_label = dataclasses.replace(config, models=("xgboost",), model_names=names)
+    features = _task_features(database, tasks, config.top_k)  # once, for both fits
+    matched = [_TaskFit(features[task], task) for task in tasks]
+    every = [_TaskFit(features[task], task) for task in tasks]
+    for a, b in zip(matched, every, strict=True):
+        a.run(config, eval_rows=eval_rows, train_rows=train_rows)
+        b.run(every_label, eval_rows=eval_rows, train_rows=None)
+    result = _result(matched)
+    result.predictions = pd.concat(
+        [result.predictions, _result(every).predictions], ignore_index=True
     )
+    return result
