@@ -127,6 +127,7 @@ def explain(
             max_len=model.settings.max_len,
             task_token_position=model.settings.task_token_position,
             n_steps=steps,
+            max_steps=steps,  # the caller chose the cost (a CDS card cannot wait for refinement)
             top=None,
         )
         raising = sorted(
