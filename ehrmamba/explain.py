@@ -57,9 +57,6 @@ class Explanation:
     events: list[EventAttribution]  # most influential first (by absolute attribution)
 
 
-_SEGMENTS = 16  # path profile: forward passes at 17 evenly spaced points
-
-
 def _logit_of_concepts(model: EHRMambaForMultitask, inputs: dict[str, torch.Tensor]):
     """The task logit as a function of the concept embeddings (batch of path points, L, H),
     with the token ids and every other feature of the sequence held fixed."""
@@ -118,6 +115,7 @@ def explain_layout(
     n_steps: int = 32,
     max_steps: int = 512,
     tolerance: float = 0.05,
+    segments: int = 16,
     top: int | None = 20,
 ) -> Explanation:
     """Attribute one task's risk for one patient (history cut at ``cut`` ns) to its events.
@@ -125,10 +123,13 @@ def explain_layout(
     ``n_steps`` is where integration starts; it doubles up to ``max_steps`` until the
     completeness error is at most ``tolerance`` times the logit change (at least 1 logit, so a
     prediction the events barely move does not ask for exactness it cannot show). Pass
-    ``max_steps=n_steps`` for a fixed cost.
+    ``max_steps=n_steps`` for a fixed cost. ``segments`` is how finely the path is profiled
+    (``segments + 1`` forward passes) to place the steps; 1 spreads them evenly.
     """
     if n_steps < 2 or max_steps < n_steps:
         raise ValueError(f"need 2 <= n_steps <= max_steps, got {n_steps} and {max_steps}")
+    if segments < 1:
+        raise ValueError(f"segments must be at least 1, got {segments}")
     model.eval()
     seq = layout.sequence(
         vocab,
@@ -147,7 +148,7 @@ def explain_layout(
         )
         # with fewer than two steps a segment there is nothing to spread: one even segment,
         # and the profile is just the path's two ends
-        alphas = np.linspace(0.0, 1.0, _SEGMENTS + 1 if max_steps >= 2 * _SEGMENTS else 2)
+        alphas = np.linspace(0.0, 1.0, segments + 1 if max_steps >= 2 * segments else 2)
         profile = forward(torch.cat([pad + float(a) * (concepts - pad) for a in alphas])).numpy()
     baseline_logit, logit = float(profile[0]), float(profile[-1])
     allowed = tolerance * max(abs(logit - baseline_logit), 1.0)
