@@ -210,7 +210,7 @@ class ModelRuntime:
             )
         layout = SubjectLayout.build(enc, vocab, None)
         visible = len(layout.tok) if cut_ns is None else int((layout.t <= cut_ns).sum())
-        room = self.model.settings.max_len - 1
+        room = self.model.history_room
         if visible > room and not truncate:
             raise RecordProblem(
                 f"the record is {visible} tokens long and the model reads at most {room} "

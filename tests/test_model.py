@@ -9,6 +9,7 @@ import torch
 
 from ehrmamba.model import (
     EHRMambaConfig,
+    EHRMambaForMultitask,
     EHRMambaForPretraining,
     EHRMambaModel,
     lm_labels,
@@ -189,6 +190,29 @@ def test_step_matches_forward():
         steps = [model.step(cache, **{k: v[:, t] for k, v in batch.items()}) for t in range(12)]
     stepped = torch.stack(steps, dim=1)
     assert (stepped - full).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("repeats", [1, 4])
+def test_predict_tasks_from_one_scan_equals_forward_with_the_task_prompt(repeats):
+    """Serving scans the history once and steps each task's prompt from the shared state."""
+    torch.manual_seed(0)
+    model = EHRMambaForMultitask(_config()).eval()
+    history = _batch(batch=2, length=12, pad_from=(12, 12))
+    history.pop("attention_mask")
+    tasks = torch.tensor([41, 42, 43])
+    task_inputs = {
+        k: v[:, -1:].unsqueeze(1).expand(2, 3, repeats).clone() for k, v in history.items()
+    }
+    task_inputs["input_ids"] = tasks.view(1, 3, 1).expand(2, 3, repeats).clone()
+    with torch.no_grad():
+        shared = model.predict_tasks(history, task_inputs)
+        for t in range(3):
+            full = {k: torch.cat([history[k], task_inputs[k][:, t]], dim=1) for k in history}
+            assert (shared[:, t] - model(**full).logits).abs().max().item() < 1e-4
+    if repeats == 1:  # the (batch, tasks) form of a one-token prompt
+        flat = {k: v[..., 0] for k, v in task_inputs.items()}
+        with torch.no_grad():
+            assert torch.equal(model.predict_tasks(history, flat), shared)
 
 
 def test_save_load_round_trip(tmp_path):

@@ -254,7 +254,8 @@ def test_gap_tokens() -> None:
     np.testing.assert_allclose(
         seq["age_years"][3], (t0 - BIRTH).total_seconds() / 86400 / 365.25, rtol=1e-5
     )
-    # a cut inside a visit drops the events after it and its [VE]; the task token ends it
+    # a cut inside a visit drops the events after it and its [VE]; the task prompt (the task
+    # token, repeated) ends it
     rows2 = [*rows, (times[-1] + timedelta(hours=5), "SNOMED/2", None, None, "v4", "condition")]
     rows2[-2] = (times[-1] + timedelta(hours=6), *rows2[-2][1:])  # the visit now ends later
     cut = v.decode(
@@ -262,7 +263,7 @@ def test_gap_tokens() -> None:
             "input_ids"
         ]
     )
-    assert cut[-4:] == ["[VS]", "VISIT/ambulatory", "SNOMED/1", "[MOR_1M]"]
+    assert cut[-7:] == ["[VS]", "VISIT/ambulatory", "SNOMED/1", *["[MOR_1M]"] * 4]
     # events without a visit: a pseudo-visit per time
     lone = [*_static(), (t0, "SNOMED/1", None, None, None, "condition")]
     assert v.decode(tokenize_events(_events(lone), v)["input_ids"])[3:] == [
@@ -349,21 +350,38 @@ def test_task_token_survives_truncation(con, vocab, tmp_path: Path) -> None:
     t = pq.read_table(path).to_pandas()
     assert len(t) > 0 and (t.length <= 32).all() and (t.length == 32).mean() > 0.9
     cls = vocab.id("[CLS]")
+    repeats = vocab.config.task_token_repeats
+    assert repeats == 4
     for r in t.itertuples():
-        assert r.input_ids[0] == cls and r.input_ids[-1] == vocab.task_id(r.task)
-        assert r.token_type_ids[-1] == TokenType.TASK
+        assert r.input_ids[0] == cls
+        assert list(r.input_ids[-repeats:]) == [vocab.task_id(r.task)] * repeats
+        assert list(r.token_type_ids[-repeats:]) == [TokenType.TASK] * repeats
+        assert vocab.task_id(r.task) not in list(r.input_ids[:-repeats])
     start = write_label_sequences(
         con, vocab, tmp_path / "start", ["los_1w"], max_len=32, task_token_position="start"
     )
     s = pq.read_table(start).to_pandas()
+    task = vocab.id("[LOS_1W]")
     for r in s.itertuples():
-        assert r.input_ids[0] == cls and r.input_ids[1] == vocab.id("[LOS_1W]")
-        assert vocab.id("[LOS_1W]") not in list(r.input_ids[2:])
+        assert r.input_ids[0] == cls and list(r.input_ids[1 : 1 + repeats]) == [task] * repeats
+        assert task not in list(r.input_ids[1 + repeats :])
     # the truncated history is the most recent part of the full one
     full = write_label_sequences(con, vocab, tmp_path / "full", ["los_1w"])
     f = pq.read_table(full).to_pandas()
+    room = 32 - 1 - repeats
     for a, b in zip(s.itertuples(), f.itertuples(), strict=True):
-        assert list(a.input_ids[2:]) == list(b.input_ids[1:-1][-30:])
+        assert list(a.input_ids[1 + repeats :]) == list(b.input_ids[1:-repeats][-room:])
+
+
+def test_task_token_repeats_config() -> None:
+    assert TokenizerConfig().task_token_repeats == 4
+    saved = TokenizerConfig().to_dict()
+    assert TokenizerConfig.from_dict(saved).task_token_repeats == 4
+    # vocabularies saved before the prompt had repeats wrote the task token once
+    del saved["task_token_repeats"]
+    assert TokenizerConfig.from_dict(saved).task_token_repeats == 1
+    with pytest.raises(ValueError, match="task_token_repeats must be at least 1"):
+        TokenizerConfig(task_token_repeats=0)
 
 
 def test_batching_and_padding(written) -> None:

@@ -86,6 +86,11 @@ class FinetunedModel:
     def tasks(self) -> list[str]:
         return list(self.settings.tasks)
 
+    @property
+    def history_room(self) -> int:
+        """How many tokens of the record (its [CLS] included) fit beside the task prompt."""
+        return self.settings.max_len - self.vocab.config.task_token_repeats
+
     def _check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
         tasks = list(tasks or self.settings.tasks)
         unknown = sorted(set(tasks) - set(self.settings.tasks))
@@ -121,10 +126,11 @@ class FinetunedModel:
         self.model.eval()
         if self.settings.task_token_position == "end":
             n = len(seqs[0]["input_ids"])
-            history = sequence_tensors(seqs[0], slice(0, n - 1))
+            prompt = n - self.vocab.config.task_token_repeats
+            history = sequence_tensors(seqs[0], slice(0, prompt))
             task_inputs = {
                 k: torch.as_tensor(
-                    np.array([s[k][n - 1] for s in seqs]), dtype=TORCH_DTYPES[k]
+                    np.array([s[k][prompt:] for s in seqs]), dtype=TORCH_DTYPES[k]
                 ).unsqueeze(0)
                 for k in FEATURES
             }
@@ -151,13 +157,12 @@ class FinetunedModel:
         risks = self.predict_layout(layout, prediction_time=prediction_time, tasks=tasks)
         cut = _to_ns(prediction_time) if prediction_time is not None else None
         visible = len(layout.tok) if cut is None else int((layout.t <= cut).sum())
-        history_room = self.settings.max_len - 1
         return PatientPrediction(
             prediction_time=prediction_time,
             risks=risks,
-            n_tokens=min(visible, history_room),
+            n_tokens=min(visible, self.history_room),
             n_events=len(events),
-            truncated=visible > history_room,
+            truncated=visible > self.history_room,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -686,13 +686,17 @@ class EHRMambaForMultitask(EHRMambaPreTrainedModel):
         """Risk logits of one or more histories for several tasks from one shared scan.
 
         ``history``: features of shape (batch, L), no padding (equal lengths). ``task_inputs``:
-        the task token's features, shape (batch, T) for T tasks. Returns logits (batch, T),
-        equal to ``forward`` on each history with its task token appended.
+        the task tokens' features, shape (batch, T) for T tasks, or (batch, T, k) when each task
+        is prompted by k tokens. Returns logits (batch, T), equal to ``forward`` on each
+        history with its task tokens appended.
         """
-        batch, n_tasks = task_inputs["input_ids"].shape
+        if task_inputs["input_ids"].dim() == 2:
+            task_inputs = {k: v.unsqueeze(-1) for k, v in task_inputs.items()}
+        batch, n_tasks, repeats = task_inputs["input_ids"].shape
         cache = self.backbone.allocate_inference_cache(batch)
         self.backbone(**history, cache=cache)
         cache = repeat_cache(cache, n_tasks)
-        step_inputs = {k: v.reshape(-1) for k, v in task_inputs.items()}
-        hidden = self.backbone.step(cache, **step_inputs)
+        for i in range(repeats):
+            step_inputs = {k: v[..., i].reshape(-1) for k, v in task_inputs.items()}
+            hidden = self.backbone.step(cache, **step_inputs)
         return self.classifier(hidden).reshape(batch, n_tasks)

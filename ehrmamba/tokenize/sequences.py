@@ -258,7 +258,8 @@ class SubjectLayout:
         position = task_token_position or cfg.task_token_position
         idx = np.arange(len(self.tok)) if cut is None else np.flatnonzero(self.t <= cut)
         idx = idx[idx > 0]  # [CLS] is added back below
-        keep = max_len - 1 - (task is not None)
+        repeats = cfg.task_token_repeats if task is not None else 0
+        keep = max_len - 1 - repeats
         idx = idx[-keep:] if keep > 0 else idx[:0]
         tok = [np.array([self.tok[0]]), self.tok[idx]]
         ttype = [np.array([TokenType.SPECIAL]), self.ttype[idx]]
@@ -267,12 +268,13 @@ class SubjectLayout:
         seg = [np.array([0]), self.vseg[idx]]
         if task is not None:
             task_t = cut if cut is not None else int(self.t.max())
+            task_visit = 0 if position == "start" or not len(idx) else self.vorder[idx[-1]]
             item = (
-                np.array([vocab.task_id(task)]),
-                np.array([TokenType.TASK]),
-                np.array([task_t]),
-                np.array([0 if position == "start" or not len(idx) else self.vorder[idx[-1]]]),
-                np.array([0]),
+                np.full(repeats, vocab.task_id(task)),
+                np.full(repeats, TokenType.TASK),
+                np.full(repeats, task_t),
+                np.full(repeats, task_visit),
+                np.zeros(repeats, dtype=np.int64),
             )
             at = 1 if position == "start" else len(tok)
             for parts, x in zip((tok, ttype, t, vo, seg), item, strict=True):

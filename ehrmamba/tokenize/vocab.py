@@ -89,6 +89,9 @@ class TokenizerConfig:
     min_count: int = 1
     max_len: int = 2048
     task_token_position: Literal["end", "start"] = "end"
+    # the task token written this many times in a row: each copy is one more step of
+    # task-conditioned computation after the shared history (see BENCHMARKS.md, MTF)
+    task_token_repeats: int = 4
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     task_tokens: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TASK_TOKENS))
     static_event_types: list[str] = field(default_factory=lambda: list(DEFAULT_STATIC_EVENT_TYPES))
@@ -100,6 +103,8 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         if self.task_token_position not in ("end", "start"):
             raise ValueError("task_token_position must be 'end' or 'start'")
+        if self.task_token_repeats < 1:
+            raise ValueError("task_token_repeats must be at least 1")
         if self.n_bins < 1 or self.min_count < 1 or self.max_len < 4:
             raise ValueError("n_bins >= 1, min_count >= 1 and max_len >= 4 are required")
 
@@ -108,7 +113,8 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        return cls(**d)
+        # vocabularies saved before repeats existed wrote the task token once
+        return cls(**{"task_token_repeats": 1, **d})
 
 
 class Vocabulary:
