@@ -32,6 +32,9 @@ class TokenizerRunConfig(dg.Config):
     max_len: int = 512
     """Sequences keep their most recent ``max_len`` tokens; at most the model preset's context.
     512 keeps the CPU demo inside its time budget; the paper used 2048."""
+    task_token_repeats: int = 4
+    """The task prompt: the task token written this many times at the end of a label's history.
+    4 gave MTF its best tuning AUROC (see BENCHMARKS.md); 1 is the paper's single token."""
 
 
 class PretrainRunConfig(dg.Config):
@@ -74,7 +77,12 @@ def vocabulary(
     platform: PlatformSettings,
 ) -> dg.MaterializeResult:
     max_len = config.max_len
-    tok_config = TokenizerConfig(n_bins=config.n_bins, min_count=config.min_count, max_len=max_len)
+    tok_config = TokenizerConfig(
+        n_bins=config.n_bins,
+        min_count=config.min_count,
+        max_len=max_len,
+        task_token_repeats=config.task_token_repeats,
+    )
     with duckdb.get_connection() as con:
         vocab = fit_vocabulary(con, tok_config)
     target = _vocab_path(platform)
