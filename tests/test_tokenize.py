@@ -377,9 +377,15 @@ def test_task_token_repeats_config() -> None:
     assert TokenizerConfig().task_token_repeats == 4
     saved = TokenizerConfig().to_dict()
     assert TokenizerConfig.from_dict(saved).task_token_repeats == 4
-    # vocabularies saved before the prompt had repeats wrote the task token once
-    del saved["task_token_repeats"]
-    assert TokenizerConfig.from_dict(saved).task_token_repeats == 1
+    # vocabularies saved before the prompt had repeats wrote the task token once, had no such
+    # key, and must still load under the version (content hash) they were saved with
+    single = Vocabulary(["SNOMED/1"], {}, TokenizerConfig(task_token_repeats=1)).to_dict()
+    assert "task_token_repeats" not in single["config"]
+    assert Vocabulary.from_dict(single).config.task_token_repeats == 1
+    assert Vocabulary.from_dict(single).version == single["version"]
+    four = Vocabulary(["SNOMED/1"], {}, TokenizerConfig()).to_dict()
+    assert Vocabulary.from_dict(four).config.task_token_repeats == 4
+    assert four["version"] != single["version"]
     with pytest.raises(ValueError, match="task_token_repeats must be at least 1"):
         TokenizerConfig(task_token_repeats=0)
 

@@ -109,11 +109,15 @@ class TokenizerConfig:
             raise ValueError("n_bins >= 1, min_count >= 1 and max_len >= 4 are required")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["task_token_repeats"] == 1:
+            # vocabularies saved before repeats existed wrote the task token once and have no
+            # such key: leaving it out keeps their content hash, so they still load
+            del d["task_token_repeats"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        # vocabularies saved before repeats existed wrote the task token once
         return cls(**{"task_token_repeats": 1, **d})
 
 
