@@ -30,6 +30,11 @@ LABEL_TASKS = [
     "mortality_1m",
     "readmission_1m",
 ]
+SEQUENCE_ASSETS = {
+    "tokenization/vocabulary",
+    "tokenization/label_sequences",
+    "tokenization/pretraining_sequences",
+}
 
 
 def _run(home: Path, source: Path, monkeypatch: pytest.MonkeyPatch, run_config=None):
@@ -249,7 +254,12 @@ def test_corrupted_data_fails_the_right_blocking_checks_and_stops_downstream(
 def test_a_meds_dataset_can_replace_fhir_as_the_source(
     clean_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """EHRMAMBA_MEDS_SOURCE swaps FHIR ingestion for a MEDS import; the rest of the graph holds."""
+    """EHRMAMBA_MEDS_SOURCE swaps FHIR ingestion for a MEDS import; the rest of the graph holds.
+
+    The run stops at the token sequences: everything after them reads only those files, and
+    the FHIR run already took them through training, evaluation and the Bento. Equal sequence
+    files and vocabulary versions show that the MEDS source feeds the model the same data.
+    """
     home, _ = clean_run
     meds_copy = tmp_path / "meds-input"
     import shutil
@@ -266,12 +276,34 @@ def test_a_meds_dataset_can_replace_fhir_as_the_source(
     assert "raw/meds_events_import" in keys
     assert "raw/fhir_resources" not in keys
     assert not any(k.startswith("staging/") for k in keys)
-    result = defs.resolve_job_def("ehrmamba_main").execute_in_process(
+    # every asset up to the token sequences, the dbt models as one whole
+    model_and_after = dg.AssetSelection.assets(dg.AssetKey(["training", "pretrained_model"]))
+    upto_sequences = (dg.AssetSelection.all() - model_and_after.downstream()).resolve(
+        defs.resolve_asset_graph()
+    )
+    job = defs.resolve_job_def("ehrmamba_main")
+    tiny = load_preset("tiny")
+    result = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
-        run_config=load_preset("tiny"),
+        run_config={
+            "ops": {k: v for k, v in tiny["ops"].items() if k.startswith("tokenization__")}
+        },
+        asset_selection=sorted(upto_sequences),
         raise_on_error=False,
     )
     assert result.success
+    done = _materialized(result)
+    assert {"raw/meds_events_import", "marts/meds_events", *SEQUENCE_ASSETS} <= done
+    assert not {"training/pretrained_model", "serving/bento"} & done
+    for name in ("labels.parquet", "pretraining.parquet"):
+        ours = pq.read_table(new_home / "artifacts" / "sequences" / name)
+        theirs = pq.read_table(home / "artifacts" / "sequences" / name)
+        assert ours.num_rows > 0 and ours.equals(theirs), name
+    vocab = (new_home / "artifacts" / "vocabulary" / "current.json").read_text()
+    assert (
+        json.loads(vocab)["version"]
+        == json.loads((home / "artifacts" / "vocabulary" / "current.json").read_text())["version"]
+    )
     with duckdb.connect(str(new_home / "warehouse.duckdb"), read_only=True) as con:
         con.execute(f"ATTACH '{home / 'warehouse.duckdb'}' AS orig (READ_ONLY)")
         same = con.execute(
