@@ -246,23 +246,8 @@ def test_report_plots_not_evaluable_task_and_mlflow(tmp_path: Path) -> None:
 # Baselines on a real warehouse
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ehrmamba.fhir import ingest
-    from ehrmamba.synth import write_cohort
-    from orchestration.dbt_project import run_dbt
-
-    tmp = tmp_path_factory.mktemp("evalwh")
-    write_cohort(tmp / "fhir", 60, seed=5)
-    db = tmp / "w.duckdb"
-    ingest(tmp / "fhir", db, workers=1)
-    # the tables only: dbt's tests of them run in their own modules
-    proc = run_dbt(
-        ["build", "--quiet", "--exclude-resource-type", "test"],
-        duckdb_path=db,
-        target_path=tmp / "target",
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return db
+def warehouse(synthetic_warehouse) -> Path:
+    return synthetic_warehouse(60, seed=5)
 
 
 def test_baselines_predict_tuning_and_held_out_rows_only(warehouse: Path, tmp_path: Path) -> None:

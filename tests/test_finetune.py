@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ehrmamba.fhir import ingest
 from ehrmamba.finetune import FinetunedModel
 from ehrmamba.finetune.train import (
     FinetuneConfig,
@@ -23,27 +22,22 @@ from ehrmamba.finetune.train import (
     sample_weights,
 )
 from ehrmamba.model import EHRMambaConfig, EHRMambaForMultitask, EHRMambaForPretraining
-from ehrmamba.synth import write_cohort
 from ehrmamba.tokenize import (
     LabelSample,
     TokenizerConfig,
     fit_vocabulary,
     write_label_sequences,
 )
-from orchestration.dbt_project import run_dbt
 
 TASKS = ["mortality_1m", "readmission_1m", "hypertension_1y"]
 MAX_LEN = 96
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, synthetic_warehouse):
     root = tmp_path_factory.mktemp("finetune")
-    write_cohort(root / "fhir", 60, seed=5)
-    ingest(root / "fhir", root / "w.duckdb")
-    proc = run_dbt(["build", "--quiet"], duckdb_path=root / "w.duckdb", target_path=root / "t")
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    with duckdb.connect(str(root / "w.duckdb")) as con:
+    db = synthetic_warehouse(60, seed=5)
+    with duckdb.connect(str(db), read_only=True) as con:
         vocab = fit_vocabulary(con, TokenizerConfig(max_len=MAX_LEN))
         labels = write_label_sequences(
             con,
@@ -58,7 +52,7 @@ def corpus(tmp_path_factory):
         EHRMambaConfig.preset("tiny", vocab_size=len(vocab.tokens), dropout=0.0)
     )
     pretrained_dir = pretrained.save_pretrained(root / "pretrained")
-    return root, vocab, labels, pretrained_dir
+    return db, vocab, labels, pretrained_dir
 
 
 def _tracking(tmp_path: Path) -> dict[str, str]:
@@ -90,7 +84,7 @@ def test_best_f1_threshold_on_a_hand_built_case() -> None:
 
 
 def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, tmp_path) -> None:
-    root, vocab, labels, pretrained_dir = corpus
+    db, vocab, labels, pretrained_dir = corpus
     config = FinetuneConfig(max_epochs=2, batch_size=8, learning_rate=1e-3, progress_bar=False)
     result = finetune(
         labels, vocab, pretrained_dir, config, output_dir=tmp_path / "out", **_tracking(tmp_path)
@@ -109,7 +103,7 @@ def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, t
     assert logged.vocab.version == vocab.version
 
     # the one-patient path (serving) scores a record exactly as the batch path did
-    with duckdb.connect(str(root / "w.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(db), read_only=True) as con:
         for row in preds[preds.split == "held_out"].head(6).itertuples():
             events = con.execute(
                 "SELECT * FROM marts.meds_events WHERE subject_id = ?", [int(row.subject_id)]

@@ -8,21 +8,14 @@ import duckdb
 import pytest
 import torch
 
-from ehrmamba.fhir import ingest
-from ehrmamba.synth import write_cohort
 from ehrmamba.tokenize import TokenizerConfig, fit_vocabulary, write_pretraining_sequences
 from ehrmamba.train import PretrainConfig, load_pretrained_from_mlflow, pretrain
-from orchestration.dbt_project import run_dbt
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, object]:
+def corpus(tmp_path_factory, synthetic_warehouse) -> tuple[Path, object]:
     root = tmp_path_factory.mktemp("pretrain")
-    write_cohort(root / "fhir", 60, seed=3)
-    ingest(root / "fhir", root / "w.duckdb")
-    proc = run_dbt(["build", "--quiet"], duckdb_path=root / "w.duckdb", target_path=root / "t")
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    with duckdb.connect(str(root / "w.duckdb")) as con:
+    with duckdb.connect(str(synthetic_warehouse(60, seed=3)), read_only=True) as con:
         vocab = fit_vocabulary(con, TokenizerConfig(max_len=256))
         sequences = write_pretraining_sequences(con, vocab, root / "seq", max_len=256)
     return sequences, vocab

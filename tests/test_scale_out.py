@@ -14,37 +14,18 @@ import duckdb
 import mlflow
 import pytest
 
-from ehrmamba.fhir import ingest
-from ehrmamba.synth import write_cohort
 from ehrmamba.tokenize import TokenizerConfig, fit_vocabulary, write_pretraining_sequences
 from ehrmamba.train import PretrainConfig, pretrain
 from orchestration.assets.modeling import pretrained_model
-from orchestration.dbt_project import run_dbt
 from orchestration.resources import PlatformSettings
 
 MAX_LEN = 64  # short sequences: the test is about processes, not about context length
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict:
+def corpus(tmp_path_factory, synthetic_warehouse) -> dict:
     root = tmp_path_factory.mktemp("scale_out")
-    write_cohort(root / "fhir", 60, seed=3)
-    ingest(root / "fhir", root / "w.duckdb")
-    # only what the tokenizer reads: events, subjects, splits (no labels, no tests)
-    proc = run_dbt(
-        [
-            "build",
-            "--quiet",
-            "--select",
-            "+meds_events +subjects +subject_splits",
-            "--exclude",
-            "resource_type:test",
-        ],
-        duckdb_path=root / "w.duckdb",
-        target_path=root / "t",
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    with duckdb.connect(str(root / "w.duckdb")) as con:
+    with duckdb.connect(str(synthetic_warehouse(60, seed=3)), read_only=True) as con:
         vocab = fit_vocabulary(con, TokenizerConfig(max_len=MAX_LEN))
         sequences = write_pretraining_sequences(con, vocab, root / "seq", max_len=MAX_LEN)
     vocab.save(root / "vocabulary.json")
