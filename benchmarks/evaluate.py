@@ -47,7 +47,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--finetune-steps", type=int, default=600)
+    parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=-1,
+        help="MTF steps (single-task: this over the number of tasks); -1: --finetune-epochs",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=1,
+        help="passes over each model's training labels: MTF over all tasks, single over its own",
+    )
+    parser.add_argument(
+        "--pretrained", type=Path, help="a pretrained model of this warehouse to reuse"
+    )
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--train-per-task", type=int, default=2000)
     parser.add_argument("--eval-per-task", type=int, default=600)
@@ -93,26 +107,30 @@ def main() -> None:
         "tracking_uri": f"sqlite:///{out / 'mlflow.db'}",
         "artifact_location": (out / "mlflow-artifacts").as_uri(),
     }
-    pre = pretrain(
-        seqs,
-        vocab,
-        PretrainConfig(
-            preset=args.preset,
-            max_steps=args.pretrain_steps,
-            batch_size=4,
-            learning_rate=1e-3,
-            progress_bar=False,
-            model_overrides={"max_seq_length": 512},
-        ),
-        output_dir=out / "pretrain",
-        **tracking,
+    pretrained_dir = args.pretrained
+    if pretrained_dir is None:
+        pretrained_dir = pretrain(
+            seqs,
+            vocab,
+            PretrainConfig(
+                preset=args.preset,
+                max_steps=args.pretrain_steps,
+                batch_size=4,
+                learning_rate=1e-3,
+                progress_bar=False,
+                model_overrides={"max_seq_length": 512},
+            ),
+            output_dir=out / "pretrain",
+            **tracking,
+        ).model_dir
+    lap("pretrain" if args.pretrained is None else "pretrain (reused)")
+    common = dict(
+        batch_size=8, learning_rate=5e-4, max_epochs=args.finetune_epochs, progress_bar=False
     )
-    lap("pretrain")
-    common = dict(batch_size=8, learning_rate=5e-4, progress_bar=False)
     mtf = finetune(
         labels,
         vocab,
-        pre.model_dir,
+        pretrained_dir,
         FinetuneConfig(name="ehrmamba-mtf", max_steps=args.finetune_steps, **common),
         output_dir=out / "mtf",
         **tracking,
@@ -124,11 +142,13 @@ def main() -> None:
         single = finetune(
             labels,
             vocab,
-            pre.model_dir,
+            pretrained_dir,
             FinetuneConfig(
                 tasks=[task],
                 name=f"single-{task}",
-                max_steps=max(1, args.finetune_steps // len(tasks)),
+                max_steps=max(1, args.finetune_steps // len(tasks))
+                if args.finetune_steps > 0
+                else -1,
                 balance="none",
                 **common,
             ),
