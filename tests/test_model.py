@@ -192,6 +192,27 @@ def test_step_matches_forward():
     assert (stepped - full).abs().max().item() < 1e-4
 
 
+def test_step_tokens_equals_one_step_per_token():
+    """k tokens at once from a prefilled state: the same last hidden state and the same cache
+    as k single steps, so a multi-token prompt costs one pass of the projections."""
+    torch.manual_seed(0)
+    backbone = EHRMambaForPretraining(_config()).eval().backbone
+    batch = _batch(batch=2, length=12, pad_from=(12, 12))
+    batch.pop("attention_mask")
+    history = {k: v[:, :7] for k, v in batch.items()}
+    tail = {k: v[:, 7:] for k, v in batch.items()}
+    with torch.no_grad():
+        one_by_one = backbone.allocate_inference_cache(2)
+        backbone(**history, cache=one_by_one)
+        at_once = [(c.clone(), s.clone()) for c, s in one_by_one]
+        for t in range(5):
+            last = backbone.step(one_by_one, **{k: v[:, t] for k, v in tail.items()})
+        together = backbone.step_tokens(at_once, **tail)
+    assert (together - last).abs().max().item() < 1e-5
+    for (c1, s1), (c2, s2) in zip(one_by_one, at_once, strict=True):
+        assert torch.allclose(c1, c2, atol=1e-6) and torch.allclose(s1, s2, atol=1e-5)
+
+
 @pytest.mark.parametrize("repeats", [1, 4])
 def test_predict_tasks_from_one_scan_equals_forward_with_the_task_prompt(repeats):
     """Serving scans the history once and steps each task's prompt from the shared state."""

@@ -395,6 +395,30 @@ class MambaMixer(nn.Module):
         y = y * F.silu(z)
         return self.out_proj(y)
 
+    def step_tokens(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
+        """k tokens from the cached state, equal to k calls of :meth:`step`.
+
+        hidden: (batch, k, d_model) -> (batch, k, d_model). The projections and the convolution
+        run once over the k tokens; only the state recurrence goes token by token.
+        """
+        k = hidden.shape[1]
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, k, d_inner) each
+        window = torch.cat([conv_state, x.transpose(1, 2).to(conv_state.dtype)], dim=-1)
+        conv_state.copy_(window[:, :, -self.d_conv :])
+        taps = window.unfold(-1, self.d_conv, 1)[:, :, 1:]  # (b, d_inner, k, d_conv)
+        x = (taps * self.conv1d.weight.squeeze(1)[:, None, :]).sum(-1) + self.conv1d.bias[:, None]
+        x = F.silu(x.transpose(1, 2))  # (b, k, d_inner)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], -1)
+        dt = F.softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias)
+        dA = torch.exp(dt.unsqueeze(-1) * -torch.exp(self.A_log.float()))  # (b, k, d_inner, N)
+        dBx = (dt * x).unsqueeze(-1) * B.unsqueeze(2)
+        ys = []
+        for j in range(k):
+            ssm_state.copy_(ssm_state * dA[:, j] + dBx[:, j])
+            ys.append((ssm_state * C[:, j].unsqueeze(1)).sum(-1))
+        y = (torch.stack(ys, dim=1) + self.D * x) * F.silu(z)
+        return self.out_proj(y)
+
 
 class MambaBlock(nn.Module):
     """Pre-norm residual block: x + mixer(norm(x)) (mamba_ssm's Block, unfused)."""
@@ -410,6 +434,9 @@ class MambaBlock(nn.Module):
 
     def step(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
         return hidden + self.mixer.step(self.norm(hidden), conv_state, ssm_state)
+
+    def step_tokens(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
+        return hidden + self.mixer.step_tokens(self.norm(hidden), conv_state, ssm_state)
 
 
 # --------------------------------------------------------------------------------------
@@ -526,6 +553,25 @@ class EHRMambaModel(EHRMambaPreTrainedModel):
         for layer, (conv_state, ssm_state) in zip(self.layers, cache, strict=True):
             hidden = layer.step(hidden, conv_state, ssm_state)
         return self.norm_f(hidden)
+
+    def step_tokens(
+        self,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        time_weeks: torch.Tensor | None = None,
+        age_years: torch.Tensor | None = None,
+        visit_order: torch.Tensor | None = None,
+        visit_segment: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Advance k tokens per sequence at once. Inputs (batch, k); returns the last token's
+        hidden state (batch, H), as k calls of :meth:`step` would."""
+        hidden = self.embeddings(
+            input_ids, token_type_ids, time_weeks, age_years, visit_order, visit_segment
+        )
+        for layer, (conv_state, ssm_state) in zip(self.layers, cache, strict=True):
+            hidden = layer.step_tokens(hidden, conv_state, ssm_state)
+        return self.norm_f(hidden[:, -1])
 
 
 def pool_last(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -696,7 +742,6 @@ class EHRMambaForMultitask(EHRMambaPreTrainedModel):
         cache = self.backbone.allocate_inference_cache(batch)
         self.backbone(**history, cache=cache)
         cache = repeat_cache(cache, n_tasks)
-        for i in range(repeats):
-            step_inputs = {k: v[..., i].reshape(-1) for k, v in task_inputs.items()}
-            hidden = self.backbone.step(cache, **step_inputs)
+        prompt = {k: v.reshape(batch * n_tasks, repeats) for k, v in task_inputs.items()}
+        hidden = self.backbone.step_tokens(cache, **prompt)
         return self.classifier(hidden).reshape(batch, n_tasks)
