@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from ehrmamba.finetune import FinetunedModel
+from ehrmamba.finetune.sampling import StratifiedCyclingSampler, balance_strata
 from ehrmamba.finetune.train import (
     FinetuneConfig,
     best_f1_threshold,
     finetune,
     load_finetuned_from_mlflow,
-    sample_weights,
 )
 from ehrmamba.model import EHRMambaConfig, EHRMambaForMultitask, EHRMambaForPretraining
 from ehrmamba.tokenize import (
@@ -62,15 +62,30 @@ def _tracking(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_balancing_weights() -> None:
-    tasks = ["a", "a", "a", "b"]
-    labels = [0.0, 0.0, 1.0, 1.0]
-    assert np.allclose(sample_weights(tasks, labels, "none"), 1)
-    w = sample_weights(tasks, labels, "tasks")
-    assert np.isclose(w[:3].sum(), w[3]) and np.isclose(w.sum(), 4)
-    w = sample_weights(tasks, labels, "tasks_and_labels")
-    # each (task, label) group gets the same total weight
-    assert np.isclose(w[:2].sum(), w[2]) and np.isclose(w[2], w[3])
+def test_balancing_draws_strata_equally_and_every_row_before_any_repeat() -> None:
+    tasks = ["a"] * 6 + ["b"] * 2
+    labels = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+
+    def epochs(balance: str, n: int, count: int = 1) -> list[list[int]]:
+        sampler = StratifiedCyclingSampler(
+            balance_strata(tasks, labels, balance), n, torch.Generator().manual_seed(0)
+        )
+        return [list(sampler) for _ in range(count)]
+
+    # without balancing an epoch is one pass over the rows, in a new order each time
+    first, second = epochs("none", 8, count=2)
+    assert sorted(first) == sorted(second) == list(range(8)) and first != second
+    # by task: each task about half of 4,000 draws, and task a's six rows each drawn once in
+    # every round of six of its draws
+    (drawn,) = epochs("tasks", 4000)
+    of_a = [i for i in drawn if i < 6]
+    assert abs(len(of_a) - 2000) < 150
+    assert all(sorted(of_a[k : k + 6]) == list(range(6)) for k in range(0, len(of_a) - 5, 6))
+    # by task and label: four strata, row 4 or 5 (task a's positives) in about a quarter
+    (drawn,) = epochs("tasks_and_labels", 4000)
+    assert abs(sum(i in (4, 5) for i in drawn) - 1000) < 120
+    with pytest.raises(ValueError, match="balance must be"):
+        balance_strata(tasks, labels, "labels")
     with pytest.raises(ValueError, match="balance must be"):
         FinetuneConfig(balance="labels")  # type: ignore[arg-type]
 

@@ -4,7 +4,8 @@ One run learns every task at once: the (patient, task) sequences of all tasks ar
 shuffled, each ends (or starts) with its task token, and one shared head answers. The same code
 with one task is single-task finetuning, the comparison the paper makes. Balancing is a sampler
 choice: ``none`` (pooled as they come), ``tasks`` (each task drawn equally often), or
-``tasks_and_labels`` (each task equally, and within a task positives and negatives equally).
+``tasks_and_labels`` (each task equally, and within a task positives and negatives equally);
+see :mod:`ehrmamba.finetune.sampling`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,9 +25,14 @@ import pandas as pd
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from ehrmamba.finetune.bundle import FinetunedModel, FinetuneSettings
+from ehrmamba.finetune.sampling import (
+    BALANCE_OPTIONS,
+    StratifiedCyclingSampler,
+    balance_strata,
+)
 from ehrmamba.model import EHRMambaForMultitask, EHRMambaForPretraining
 from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
 from ehrmamba.train.optim import adamw_with_warmup
@@ -68,8 +73,8 @@ class FinetuneConfig:
     experiment: str = "ehrmamba-finetuning"
 
     def __post_init__(self) -> None:
-        if self.balance not in ("none", "tasks", "tasks_and_labels"):
-            raise ValueError("balance must be 'none', 'tasks' or 'tasks_and_labels'")
+        if self.balance not in BALANCE_OPTIONS:
+            raise ValueError(f"balance must be one of {BALANCE_OPTIONS}, not {self.balance!r}")
 
 
 @dataclass
@@ -103,17 +108,6 @@ class FinetuningModule(L.LightningModule):
             total_steps=self.trainer.estimated_stepping_batches,
             decay="linear",
         )
-
-
-def sample_weights(tasks: list[str], labels: list[float], balance: str) -> np.ndarray:
-    """Per-row sampling weights for the balancing option (sum to the number of rows)."""
-    n = len(tasks)
-    if balance == "none" or n == 0:
-        return np.ones(n)
-    keys = list(zip(tasks, labels, strict=True)) if balance == "tasks_and_labels" else tasks
-    counts = Counter(keys)
-    weights = np.array([1.0 / counts[k] for k in keys])
-    return weights * n / weights.sum()
 
 
 @torch.no_grad()
@@ -206,9 +200,10 @@ def finetune(
     model = EHRMambaForMultitask.from_pretraining(pretrained)
     module = FinetuningModule(model, config)
 
-    weights = sample_weights(train.tasks, train.labels, config.balance)
     generator = torch.Generator().manual_seed(config.seed)
-    sampler = WeightedRandomSampler(weights, num_samples=len(train), generator=generator)
+    sampler = StratifiedCyclingSampler(
+        balance_strata(train.tasks, train.labels, config.balance), len(train), generator
+    )
     loader = DataLoader(
         train, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_sequences
     )
