@@ -743,5 +743,8 @@ class EHRMambaForMultitask(EHRMambaPreTrainedModel):
         self.backbone(**history, cache=cache)
         cache = repeat_cache(cache, n_tasks)
         prompt = {k: v.reshape(batch * n_tasks, repeats) for k, v in task_inputs.items()}
-        hidden = self.backbone.step_tokens(cache, **prompt)
+        if repeats == 1:  # one token: the plain step has less to set up
+            hidden = self.backbone.step(cache, **{k: v[:, 0] for k, v in prompt.items()})
+        else:
+            hidden = self.backbone.step_tokens(cache, **prompt)
         return self.classifier(hidden).reshape(batch, n_tasks)
