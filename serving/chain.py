@@ -15,8 +15,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from ehrmamba.fhir.event_chain import DEFAULT_TARGET, EventChain
@@ -27,31 +25,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAIN_DATABASE = "events"
 
 
-@contextmanager
-def _duckdb_path(path: Path) -> Iterator[None]:
-    """The profile reads its DuckDB path from the environment; set it for dbt, then restore."""
-    previous = os.environ.get("EHRMAMBA_DUCKDB_PATH")
-    os.environ["EHRMAMBA_DUCKDB_PATH"] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("EHRMAMBA_DUCKDB_PATH", None)
-        else:
-            os.environ["EHRMAMBA_DUCKDB_PATH"] = previous
-
-
 def _failure(command: str, result) -> RuntimeError:
     detail = result.exception or [
         f"{r.node.name}: {r.message}"
-        for r in (result.result or [])
+        for r in getattr(result.result, "results", [])
         if r.status in ("error", "fail")
     ]
     return RuntimeError(f"dbt {command} failed: {detail}")
 
 
-def _seed_and_compile(target: str, db: Path, out: Path) -> None:
-    """``dbt seed`` and ``dbt compile`` of ``+target`` on one parse, into ``db`` and ``out``."""
+def _seed_and_compile(target: str, out: Path) -> None:
+    """``dbt seed`` and ``dbt compile`` of ``+target`` on one parse: the seeds into the DuckDB
+    file the profile names (``EHRMAMBA_DUCKDB_PATH``), the compiled project into ``out``."""
     from dbt.cli.main import dbtRunner
 
     flags = [
@@ -66,15 +51,14 @@ def _seed_and_compile(target: str, db: Path, out: Path) -> None:
         "--log-level",
         "none",
     ]
-    with _duckdb_path(db):
-        parsed = dbtRunner().invoke(["parse", *flags])
-        if not parsed.success:
-            raise _failure("parse", parsed)
-        runner = dbtRunner(manifest=parsed.result)
-        for command in ("seed", "compile"):
-            result = runner.invoke([command, "--select", f"+{target}", *flags])
-            if not result.success:
-                raise _failure(command, result)
+    parsed = dbtRunner().invoke(["parse", *flags])
+    if not parsed.success:
+        raise _failure("parse", parsed)
+    runner = dbtRunner(manifest=parsed.result)
+    for command in ("seed", "compile"):
+        result = runner.invoke([command, "--select", f"+{target}", *flags])
+        if not result.success:
+            raise _failure(command, result)
 
 
 def compile_event_chain(target: str = DEFAULT_TARGET) -> EventChain:
@@ -87,8 +71,9 @@ def compile_event_chain(target: str = DEFAULT_TARGET) -> EventChain:
         db = Path(tmp) / f"{CHAIN_DATABASE}.duckdb"
         out = Path(tmp) / "target"
         proc = subprocess.run(
-            [sys.executable, "-m", "serving.chain", target, str(db), str(out)],
+            [sys.executable, "-m", "serving.chain", target, str(out)],
             cwd=REPO_ROOT,
+            env={**os.environ, "EHRMAMBA_DUCKDB_PATH": str(db)},
             capture_output=True,
             text=True,
         )
@@ -100,4 +85,4 @@ def compile_event_chain(target: str = DEFAULT_TARGET) -> EventChain:
 
 
 if __name__ == "__main__":
-    _seed_and_compile(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+    _seed_and_compile(sys.argv[1], Path(sys.argv[2]))
