@@ -334,7 +334,7 @@ class MambaMixer(nn.Module):
         """hidden: (batch, L, d_model) -> (batch, L, d_model).
 
         With ``cache`` (this layer's ``(conv_state, ssm_state)``), the states after the last
-        position are written into it, so :meth:`step` continues the sequence: one scan of a
+        position are written into it, so :meth:`step_tokens` continues the sequence: one scan of a
         history serves any number of continuations. Sequences must not be right-padded then.
         """
         length = hidden.shape[1]
@@ -378,25 +378,8 @@ class MambaMixer(nn.Module):
         )
         return conv_state, ssm_state
 
-    def step(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
-        """One token. hidden: (batch, d_model); states are updated in place."""
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner) each
-        conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
-        conv_state[:, :, -1] = x
-        x = (conv_state * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias
-        x = F.silu(x)
-        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], -1)
-        dt = F.softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias)
-        A = -torch.exp(self.A_log.float())
-        dA = torch.exp(dt.unsqueeze(-1) * A)  # (b, d_inner, N)
-        dBx = (dt * x).unsqueeze(-1) * B.unsqueeze(1)
-        ssm_state.copy_(ssm_state * dA + dBx)
-        y = (ssm_state * C.unsqueeze(1)).sum(-1) + self.D * x
-        y = y * F.silu(z)
-        return self.out_proj(y)
-
     def step_tokens(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
-        """k tokens from the cached state, equal to k calls of :meth:`step`.
+        """k tokens from the cached state (states updated in place), as k recurrent steps.
 
         hidden: (batch, k, d_model) -> (batch, k, d_model). The projections and the convolution
         run once over the k tokens; only the state recurrence goes token by token.
@@ -431,9 +414,6 @@ class MambaBlock(nn.Module):
 
     def forward(self, hidden: torch.Tensor, cache=None) -> torch.Tensor:
         return hidden + self.mixer(self.norm(hidden), cache)
-
-    def step(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
-        return hidden + self.mixer.step(self.norm(hidden), conv_state, ssm_state)
 
     def step_tokens(self, hidden: torch.Tensor, conv_state, ssm_state) -> torch.Tensor:
         return hidden + self.mixer.step_tokens(self.norm(hidden), conv_state, ssm_state)
@@ -538,21 +518,8 @@ class EHRMambaModel(EHRMambaPreTrainedModel):
         visit_segment: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Advance one token per sequence. Inputs (batch,) or (batch, 1); returns (batch, H)."""
-
-        def col(t):
-            return None if t is None else t.reshape(-1, 1)
-
-        hidden = self.embeddings(
-            col(input_ids),
-            col(token_type_ids),
-            col(time_weeks),
-            col(age_years),
-            col(visit_order),
-            col(visit_segment),
-        )[:, 0]
-        for layer, (conv_state, ssm_state) in zip(self.layers, cache, strict=True):
-            hidden = layer.step(hidden, conv_state, ssm_state)
-        return self.norm_f(hidden)
+        features = (input_ids, token_type_ids, time_weeks, age_years, visit_order, visit_segment)
+        return self.step_tokens(cache, *(None if t is None else t.reshape(-1, 1) for t in features))
 
     def step_tokens(
         self,
@@ -743,8 +710,5 @@ class EHRMambaForMultitask(EHRMambaPreTrainedModel):
         self.backbone(**history, cache=cache)
         cache = repeat_cache(cache, n_tasks)
         prompt = {k: v.reshape(batch * n_tasks, repeats) for k, v in task_inputs.items()}
-        if repeats == 1:  # one token: the plain step has less to set up
-            hidden = self.backbone.step(cache, **{k: v[:, 0] for k, v in prompt.items()})
-        else:
-            hidden = self.backbone.step_tokens(cache, **prompt)
+        hidden = self.backbone.step_tokens(cache, **prompt)
         return self.classifier(hidden).reshape(batch, n_tasks)
