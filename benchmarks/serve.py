@@ -12,7 +12,9 @@ before sending the next (closed loop). Bundles longer than the context are sent 
 the machine's cores.
 
 Also measured in-process, for the record of where the time goes: each stage of one request
-(parse, the event-chain query for 1 and for 8 records, tokenization, the model).
+(parse, the event-chain query for 1 and for 8 records, tokenization, the model), and the floor
+that the model's matrix products alone put under any request over the whole Bundle mix
+(:func:`model_matmul_floor`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import gzip
 import json
+import math
 import os
 import random
 import re
@@ -128,6 +131,104 @@ def stage_breakdown(servable: Path, bodies: list[bytes]) -> dict[str, float]:
         "tokenize_ms": t_prepare,
         "model_6_tasks_ms": t_predict,
     }
+
+
+def model_matmul_floor(servable: Path, bodies: list[bytes]) -> dict[str, float]:
+    """A lower bound on one request's CPU: the model's matrix products alone, per Bundle.
+
+    Every ``nn.Linear`` call of a real ``predict`` (history scan and task prompts) is recorded
+    with its input's shape, then that product alone is timed on one thread (``F.linear`` on
+    random inputs of the same shapes, its best of three). Everything else a request needs (the
+    selective scan, the convolution, norms, embeddings, the event chain, tokenization, HTTP and
+    JSON) comes on top, so the request rate that this time allows on the machine's cores bounds
+    what the service can reach; by Little's law, N closed-loop clients then wait at least
+    N / rate. Over the benchmark's mix: every patient Bundle, drawn uniformly, truncated as sent.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ehrmamba.fhir.request_bundle import read_patient_bundle
+    from serving.runtime import ModelRuntime
+
+    torch.set_num_threads(1)
+    runtime = ModelRuntime.load(servable, engines=1)
+    linears = [m for m in runtime.model.model.modules() if isinstance(m, torch.nn.Linear)]
+    calls: list[tuple[torch.nn.Linear, tuple[int, ...]]] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out: calls.append((mod, tuple(args[0].shape))))
+        for m in linears
+    ]
+
+    def matmul(prepared) -> tuple[float, float]:
+        """(ms, GFLOP) of the products one ``predict`` of this record makes."""
+        calls.clear()
+        runtime.predict(prepared)
+        total = 0.0
+        flop = sum(2 * math.prod(shape) * module.out_features for module, shape in calls)
+        for module, shape in calls:
+            x = torch.randn(shape)
+            best = float("inf")
+            for _ in range(3):
+                start = time.thread_time()
+                F.linear(x, module.weight, module.bias)
+                best = min(best, time.thread_time() - start)
+            total += best
+        return total * 1e3, flop / 1e9
+
+    records = [read_patient_bundle(b) for b in bodies]
+    times, gflop, tokens = [], [], []
+    try:
+        for start in range(0, len(records), 8):
+            for events in runtime.events(records[start : start + 8]):
+                (prepared,) = runtime.prepare([events], truncate=[True])
+                ms, work = matmul(prepared)
+                times.append(ms)
+                gflop.append(work)
+                tokens.append(prepared.n_tokens)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    cores = os.cpu_count() or 1
+    peak = gemm_gflops(cores)
+    mean_ms = statistics.fmean(times)
+
+    def min_p50(seconds_per_request: float, clients: int = 8) -> float:
+        return clients * seconds_per_request / cores * 1e3  # Little's law, closed loop
+
+    return {
+        "bundles": len(times),
+        "tokens_median": statistics.median(tokens),
+        "tokens_mean": statistics.fmean(tokens),
+        "matmul_gflop_per_request_mean": statistics.fmean(gflop),
+        "matmul_ms_median": statistics.median(times),
+        "matmul_ms_mean": mean_ms,
+        "matmul_gflops_per_core_achieved": sum(gflop) / (sum(times) / 1e3),
+        "cores": cores,
+        "max_requests_per_s": cores * 1e3 / mean_ms,
+        "min_p50_ms_at_8_clients": min_p50(mean_ms / 1e3),
+        # the same bound if every product ran at the machine's large-GEMM rate
+        "gemm_gflops_all_cores": peak,
+        "min_p50_ms_at_8_clients_at_gemm_peak": min_p50(statistics.fmean(gflop) / (peak / cores)),
+    }
+
+
+def gemm_gflops(threads: int) -> float:
+    """fp32 GFLOP/s of a 2,048-square matrix product on ``threads`` threads (best of 5)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        a @ b
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * 2048**3 / best / 1e9
 
 
 def chain_variants(servable: Path, bodies: list[bytes]) -> dict[str, float]:
@@ -327,8 +428,14 @@ def main() -> None:
         "bundles": len(bodies),
         "stages": stage_breakdown(servable, bodies),
         "chain_variants": chain_variants(servable, bodies),
+        "model_matmul_floor": model_matmul_floor(servable, bodies),
     }
-    print(json.dumps({k: results[k] for k in ("stages", "chain_variants")}, indent=1), flush=True)
+    print(
+        json.dumps(
+            {k: results[k] for k in ("stages", "chain_variants", "model_matmul_floor")}, indent=1
+        ),
+        flush=True,
+    )
     if args.stages_only:
         return
     proc, base = start_server(servable, args.work)
