@@ -408,6 +408,44 @@ def test_batching_and_padding(written) -> None:
     assert len(pre) == 40 and "labels" not in collate_sequences([pre[0], pre[1]])
 
 
+def test_label_sample_enriches_train_only_and_keeps_evaluation_prevalence() -> None:
+    """A positive share shapes the train rows alone: tuning and held_out rows are the same
+    uniform draw with or without it, so their prevalence stays the population's."""
+    db = duckdb.connect()
+    db.execute("CREATE SCHEMA marts")
+    db.execute(
+        "CREATE TABLE marts.subject_splits AS SELECT i::BIGINT AS subject_id, "
+        "CASE WHEN i < 100 THEN 'train' WHEN i < 200 THEN 'tuning' ELSE 'held_out' END AS split "
+        "FROM range(300) t(i)"
+    )
+    labels = (
+        "SELECT 'hypertension_1y' AS task, i::BIGINT AS subject_id, "
+        "TIMESTAMP '2020-01-01' AS prediction_time, i % 10 = 0 AS boolean_value "
+        "FROM range(300) t(i)"
+    )
+    caps = {"train": 50, "tuning": 40, "held_out": 50}
+
+    def drawn(share: float | None) -> dict[str, set[int]]:
+        sample = LabelSample(caps, share).sql(labels, "marts")
+        rows = db.execute(
+            f"SELECT split, subject_id, boolean_value FROM ({sample}) "
+            "JOIN marts.subject_splits USING (subject_id)"
+        ).fetchall()
+        out: dict[str, set[int]] = {}
+        for split, subject, positive in rows:
+            out.setdefault(split, set()).add(subject)
+            out.setdefault(f"{split}+", set()).update([subject] if positive else [])
+        return out
+
+    enriched, natural = drawn(0.3), drawn(None)
+    # train: all 10 positives (under the 15 that 30% of 50 allows), negatives fill the cap
+    assert len(enriched["train"]) == 50 and len(enriched["train+"]) == 10
+    for split in ("tuning", "held_out"):
+        assert len(enriched[split]) == caps[split]
+        assert enriched[split] == natural[split]
+        assert enriched[f"{split}+"] == natural.get(f"{split}+", set())
+
+
 def test_label_sample_caps_per_task_and_split(con, vocab, tmp_path: Path) -> None:
     tasks = ["hypertension_1y", "readmission_1m"]
     everything = (

@@ -461,7 +461,13 @@ class LabelSample:
             if share is not None
             else "cap"
         )
-        group = "task, split, boolean_value" if share is not None else "task, split"
+        # only train is drawn per class; tuning and held_out are drawn uniformly, whatever
+        # the share, so that their prevalence (and every metric that depends on it) holds
+        group = (
+            "task, split, CASE WHEN split = 'train' THEN boolean_value END"
+            if share is not None
+            else "task, split"
+        )
         return f"""
         WITH l AS (
             SELECT l.*, coalesce(sp.split, 'unknown') AS split,
