@@ -65,7 +65,6 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     gradient_clip_val: float = 1.0
     balance: Literal["none", "tasks", "tasks_and_labels"] = "tasks"
-    classifier_head: Literal["linear", "dense"] = "linear"  # EHRMambaConfig.classifier_head
     seed: int = 0
     accelerator: str = "auto"
     eval_batch_size: int = 32
@@ -198,9 +197,7 @@ def finetune(
         )
     tasks = sorted(set(train.tasks))
     pretrained = EHRMambaForPretraining.from_pretrained(pretrained_dir)
-    model = EHRMambaForMultitask.from_pretraining(
-        pretrained, classifier_head=config.classifier_head
-    )
+    model = EHRMambaForMultitask.from_pretraining(pretrained)
     module = FinetuningModule(model, config)
 
     generator = torch.Generator().manual_seed(config.seed)

@@ -42,8 +42,6 @@ IGNORE_INDEX = -100
 # Configuration
 # --------------------------------------------------------------------------------------
 
-CLASSIFIER_HEADS = ("linear", "dense")
-
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16, "max_seq_length": 256},
     "small": {
@@ -95,20 +93,12 @@ class EHRMambaConfig:
     norm_eps: float = 1e-5  # block norm eps
     tie_word_embeddings: bool = True
     initializer_range: float = 0.02
-    # the multitask model's shared head: "linear" (dropout, one linear layer) or "dense"
-    # (dropout, a hidden-size dense layer with tanh, dropout, the output layer), as the
-    # reference toolkit's classification head; configs saved without the field were "linear"
-    classifier_head: str = "linear"
     preset_name: str | None = None  # the preset this config came from, if any
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.dt_rank is None:
             self.dt_rank = math.ceil(self.hidden_size / 16)
-        if self.classifier_head not in CLASSIFIER_HEADS:
-            raise ValueError(
-                f"classifier_head must be one of {CLASSIFIER_HEADS}, not {self.classifier_head!r}"
-            )
 
     @property
     def d_inner(self) -> int:
@@ -660,26 +650,16 @@ class EHRMambaForMultitask(EHRMambaPreTrainedModel):
         super().__init__()
         self.config = config
         self.backbone = EHRMambaModel(config)
-        hidden = config.hidden_size
-        layers: list[nn.Module] = [nn.Dropout(config.dropout)]
-        if config.classifier_head == "dense":
-            layers += [nn.Linear(hidden, hidden), nn.Tanh(), nn.Dropout(config.dropout)]
-        layers.append(nn.Linear(hidden, 1))
-        self.classifier = nn.Sequential(*layers)
-        for layer in self.classifier:
-            if isinstance(layer, nn.Linear):
-                nn.init.normal_(layer.weight, std=config.initializer_range)
-                nn.init.zeros_(layer.bias)
+        self.classifier = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(config.hidden_size, 1)
+        )
+        nn.init.normal_(self.classifier[1].weight, std=config.initializer_range)
+        nn.init.zeros_(self.classifier[1].bias)
 
     @classmethod
-    def from_pretraining(
-        cls, pretrained: EHRMambaForPretraining, *, classifier_head: str = "linear"
-    ) -> EHRMambaForMultitask:
+    def from_pretraining(cls, pretrained: EHRMambaForPretraining) -> EHRMambaForMultitask:
         """A classifier whose backbone starts from a pretrained model's weights."""
-        config = EHRMambaConfig.from_dict(
-            {**pretrained.config.to_dict(), "classifier_head": classifier_head}
-        )
-        model = cls(config)
+        model = cls(pretrained.config)
         model.backbone.load_state_dict(pretrained.backbone.state_dict())
         return model
 
