@@ -212,23 +212,28 @@ def model_matmul_floor(servable: Path, bodies: list[bytes]) -> dict[str, float]:
     }
 
 
-def gemm_gflops(threads: int) -> float:
-    """fp32 GFLOP/s of a 2,048-square matrix product on ``threads`` threads (best of 5)."""
-    import torch
+_GEMM_PROBE = """
+import time, torch
+torch.set_num_threads({threads})
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+a @ b
+best = min(
+    (lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(5)
+)
+print(2 * 2048**3 / best / 1e9)
+"""
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-        a @ b
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(previous)
-    return 2 * 2048**3 / best / 1e9
+
+def gemm_gflops(threads: int) -> float:
+    """fp32 GFLOP/s of a 2,048-square matrix product on ``threads`` threads (best of 5), in a
+    fresh process: this one has pinned torch to one thread, and its pool does not grow back."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _GEMM_PROBE.format(threads=int(threads))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(probe.stdout.strip())
 
 
 def chain_variants(servable: Path, bodies: list[bytes]) -> dict[str, float]:
