@@ -56,8 +56,14 @@ def main() -> None:
     parser.add_argument(
         "--finetune-epochs",
         type=int,
-        default=1,
+        default=2,
         help="passes over each model's training labels: MTF over all tasks, single over its own",
+    )
+    parser.add_argument(
+        "--keep-epoch",
+        choices=["best_tuning", "last"],
+        default="best_tuning",
+        help="which epoch's weights each finetuned model keeps (the same rule for all)",
     )
     parser.add_argument(
         "--pretrained", type=Path, help="a pretrained model of this warehouse to reuse"
@@ -125,7 +131,11 @@ def main() -> None:
         ).model_dir
     lap("pretrain" if args.pretrained is None else "pretrain (reused)")
     common = dict(
-        batch_size=8, learning_rate=5e-4, max_epochs=args.finetune_epochs, progress_bar=False
+        batch_size=8,
+        learning_rate=5e-4,
+        max_epochs=args.finetune_epochs,
+        keep_epoch=args.keep_epoch,
+        progress_bar=False,
     )
     mtf = finetune(
         labels,
@@ -133,6 +143,7 @@ def main() -> None:
         pretrained_dir,
         FinetuneConfig(name="ehrmamba-mtf", max_steps=args.finetune_steps, **common),
         output_dir=out / "mtf",
+        progress_log=lambda line: print(line, flush=True),
         **tracking,
     )
     lap("finetune MTF")
@@ -153,6 +164,7 @@ def main() -> None:
                 **common,
             ),
             output_dir=out / f"single-{task}",
+            progress_log=lambda line: print(line, flush=True),
             **tracking,
         )
         singles.append(single.predictions.assign(model="ehrmamba-single-task"))

@@ -9,21 +9,26 @@ import duckdb
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from ehrmamba.finetune import FinetunedModel
 from ehrmamba.finetune.sampling import StratifiedCyclingSampler, balance_strata
+from ehrmamba.finetune.selection import BestEpoch, mean_task_auroc
 from ehrmamba.finetune.train import (
     FinetuneConfig,
     best_f1_threshold,
     finetune,
     load_finetuned_from_mlflow,
+    predict_sequences,
 )
 from ehrmamba.model import EHRMambaConfig, EHRMambaForMultitask, EHRMambaForPretraining
 from ehrmamba.tokenize import (
     LabelSample,
+    SequenceDataset,
     TokenizerConfig,
     fit_vocabulary,
     write_label_sequences,
@@ -98,11 +103,46 @@ def test_best_f1_threshold_on_a_hand_built_case() -> None:
     assert best_f1_threshold(np.zeros(3), np.array([0.1, 0.2, 0.3])) == 0.5
 
 
+def test_best_epoch_keeps_the_best_weights_earliest_on_ties_latest_without_a_score() -> None:
+    model = torch.nn.Linear(1, 1, bias=False)
+    best = BestEpoch()
+    for epoch, score in enumerate([0.70, 0.80, 0.75, 0.80]):
+        model.weight.data.fill_(float(epoch))
+        best.offer(epoch, score, model, payload=f"scores of {epoch}")
+    assert (best.epoch, best.score, best.payload) == (1, 0.80, "scores of 1")
+    assert best.history == [(0, 0.70), (1, 0.80), (2, 0.75), (3, 0.80)]
+    best.restore(model)
+    assert model.weight.item() == 1.0  # a copy was kept, not a view of the live weights
+
+    unranked = BestEpoch()
+    for epoch in range(3):
+        unranked.offer(epoch, float("nan"), model)
+    assert unranked.epoch == 2
+    with pytest.raises(RuntimeError, match="nothing to restore"):
+        BestEpoch().restore(model)
+
+
+def test_mean_task_auroc_leaves_out_tasks_with_one_class() -> None:
+    tasks = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    labels = [0, 1, 0, 1, 0, 1, 0, 0]
+    scores = np.array([0.1, 0.9, 0.8, 0.7, 0.4, 0.6, 0.2, 0.3])
+    # a: pairs (0.9>0.1, 0.9>0.8, 0.7>0.1, 0.7<0.8) -> 0.75; b: 1.0; c has no positive
+    assert mean_task_auroc(tasks, labels, scores) == pytest.approx(0.875)
+    assert np.isnan(mean_task_auroc(["c", "c"], [0, 0], np.array([0.1, 0.2])))
+
+
 def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, tmp_path) -> None:
     db, vocab, labels, pretrained_dir = corpus
-    config = FinetuneConfig(max_epochs=2, batch_size=8, learning_rate=1e-3, progress_bar=False)
+    config = FinetuneConfig(max_epochs=3, batch_size=8, learning_rate=1e-3, progress_bar=False)
+    lines: list[str] = []
     result = finetune(
-        labels, vocab, pretrained_dir, config, output_dir=tmp_path / "out", **_tracking(tmp_path)
+        labels,
+        vocab,
+        pretrained_dir,
+        config,
+        output_dir=tmp_path / "out",
+        progress_log=lines.append,
+        **_tracking(tmp_path),
     )
     table = pq.read_table(labels).to_pandas()
     preds = result.predictions
@@ -114,6 +154,14 @@ def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, t
 
     bundle = FinetunedModel.load(result.bundle_dir)
     assert bundle.settings.version == result.run_id and bundle.tasks == sorted(TASKS)
+
+    # this corpus's tuning rows hold no positive, so no epoch can be ranked: the last is kept
+    assert result.metrics["kept_epoch"] == 2
+    assert [line.split(": ", 1)[1].split(" tuning")[0] for line in lines if "AUROC" in line] == [
+        "epoch 0",
+        "epoch 1",
+        "epoch 2",
+    ]
     logged = load_finetuned_from_mlflow(result.run_id, _tracking(tmp_path)["tracking_uri"])
     assert logged.vocab.version == vocab.version
 
@@ -133,6 +181,46 @@ def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, t
     assert "held_out.auroc.mean" in run.data.metrics or not any(
         k.startswith("held_out.auroc.") for k in result.metrics
     )
+
+
+def test_the_run_keeps_the_epoch_best_on_tuning_and_saves_its_weights(corpus, tmp_path) -> None:
+    # tuning is the train rows with every label flipped: the better the model fits train, the
+    # worse it ranks tuning, so an early epoch is the best and the last one is not
+    _, vocab, labels, pretrained_dir = corpus
+    table = pq.read_table(labels)
+    train = table.filter(pc.equal(table["split"], "train"))
+    flipped = train.set_column(
+        table.schema.get_field_index("label"), "label", pc.invert(train["label"])
+    ).set_column(table.schema.get_field_index("split"), "split", pa.array(["tuning"] * len(train)))
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.concat_tables([train, flipped]), path)
+    lines: list[str] = []
+    config = FinetuneConfig(max_epochs=3, batch_size=8, learning_rate=3e-3, progress_bar=False)
+    result = finetune(
+        path,
+        vocab,
+        pretrained_dir,
+        config,
+        output_dir=tmp_path / "out",
+        progress_log=lines.append,
+        **_tracking(tmp_path),
+    )
+
+    client = mlflow.MlflowClient(_tracking(tmp_path)["tracking_uri"])
+    history = client.get_metric_history(result.run_id, "epoch_tuning_auroc_mean")
+    per_epoch = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert len(per_epoch) == 3 and sum("tuning mean AUROC" in line for line in lines) == 3
+    kept = int(result.metrics["kept_epoch"])
+    assert kept == int(np.argmax(per_epoch)) and kept < 2
+
+    # the saved weights are that epoch's: scoring tuning again with the bundle gives the
+    # tuning predictions of the result, and their AUROC is the kept epoch's
+    bundle = FinetunedModel.load(result.bundle_dir)
+    tuning = SequenceDataset(path, splits=["tuning"], tasks=bundle.tasks)
+    rescored = predict_sequences(bundle.model, tuning)
+    saved = result.predictions.query("split == 'tuning'").score.to_numpy()
+    np.testing.assert_allclose(rescored, saved, rtol=1e-5, atol=1e-6)
+    assert mean_task_auroc(tuning.tasks, tuning.labels, saved) == pytest.approx(per_epoch[kept])
 
 
 def test_shared_state_scoring_equals_one_scan_per_task(corpus) -> None:

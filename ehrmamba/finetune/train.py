@@ -5,7 +5,8 @@ shuffled, each ends (or starts) with its task token, and one shared head answers
 with one task is single-task finetuning, the comparison the paper makes. Balancing is a sampler
 choice: ``none`` (pooled as they come), ``tasks`` (each task drawn equally often), or
 ``tasks_and_labels`` (each task equally, and within a task positives and negatives equally);
-see :mod:`ehrmamba.finetune.sampling`.
+see :mod:`ehrmamba.finetune.sampling`. Which epoch's weights the run keeps is the best on the
+tuning split by default (see :mod:`ehrmamba.finetune.selection`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ehrmamba.finetune.sampling import (
     StratifiedCyclingSampler,
     balance_strata,
 )
+from ehrmamba.finetune.selection import SelectEpochOnTuning, mean_task_auroc
 from ehrmamba.model import EHRMambaForMultitask, EHRMambaForPretraining
 from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
 from ehrmamba.train.optim import adamw_with_warmup
@@ -71,10 +73,15 @@ class FinetuneConfig:
     log_every_n_steps: int = 10
     progress_bar: bool = True
     experiment: str = "ehrmamba-finetuning"
+    # "best_tuning": score tuning after every epoch, keep the epoch with the best mean AUROC;
+    # "last": keep the weights training ends with
+    keep_epoch: Literal["best_tuning", "last"] = "best_tuning"
 
     def __post_init__(self) -> None:
         if self.balance not in BALANCE_OPTIONS:
             raise ValueError(f"balance must be one of {BALANCE_OPTIONS}, not {self.balance!r}")
+        if self.keep_epoch not in ("best_tuning", "last"):
+            raise ValueError(f"keep_epoch must be 'best_tuning' or 'last', not {self.keep_epoch!r}")
 
 
 @dataclass
@@ -182,7 +189,8 @@ def finetune(
 ) -> FinetuneResult:
     """Finetune on the ``train`` rows, then score ``tuning`` and ``held_out``; log to MLflow.
 
-    ``progress_log`` receives a line every tenth of the run (see ``ehrmamba.train.progress``).
+    ``progress_log`` receives a line every tenth of the run (see ``ehrmamba.train.progress``)
+    and, with ``keep_epoch="best_tuning"``, each epoch's tuning score.
 
     Returns the saved :class:`FinetunedModel` directory (its thresholds maximize F1 on
     ``tuning``) and the predictions that evaluation compares against the baselines.
@@ -214,6 +222,19 @@ def finetune(
         artifact_location=artifact_location or (output_dir / "mlflow-artifacts").resolve().as_uri(),
         log_model=False,
     )
+    tuning = SequenceDataset(label_sequences, splits=["tuning"], tasks=tasks)
+    callbacks: list[L.Callback] = []
+    if progress_log:
+        callbacks.append(LogProgress(progress_log, label=config.name))
+    selection = None
+    if config.keep_epoch == "best_tuning" and len(tuning):
+
+        def score_tuning(m: torch.nn.Module) -> tuple[float, np.ndarray]:
+            scores = predict_sequences(m, tuning, batch_size=config.eval_batch_size)
+            return mean_task_auroc(tuning.tasks, tuning.labels, scores), scores
+
+        selection = SelectEpochOnTuning(score_tuning, log=progress_log, label=config.name)
+        callbacks.append(selection)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
         max_steps=config.max_steps,
@@ -227,7 +248,7 @@ def finetune(
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
-        callbacks=[LogProgress(progress_log, label=config.name)] if progress_log else [],
+        callbacks=callbacks,
     )
     positives = {
         t: int(sum(lab for tk, lab in zip(train.tasks, train.labels, strict=True) if tk == t))
@@ -246,26 +267,35 @@ def finetune(
 
     model = module.model.cpu().eval()
     frames = []
-    for split in ("tuning", "held_out"):
-        ds = SequenceDataset(label_sequences, splits=[split], tasks=tasks)
-        if len(ds):
-            scores = predict_sequences(model, ds, batch_size=config.eval_batch_size)
-            frames.append(predictions_frame(ds, scores, config.name))
+    if selection is not None and selection.best.state is not None:
+        selection.best.restore(model)
+        frames.append(predictions_frame(tuning, selection.best.payload, config.name))
+    elif len(tuning):
+        scores = predict_sequences(model, tuning, batch_size=config.eval_batch_size)
+        frames.append(predictions_frame(tuning, scores, config.name))
+    held_out = SequenceDataset(label_sequences, splits=["held_out"], tasks=tasks)
+    if len(held_out):
+        scores = predict_sequences(model, held_out, batch_size=config.eval_batch_size)
+        frames.append(predictions_frame(held_out, scores, config.name))
     predictions = (
         pd.concat(frames, ignore_index=True)
         if frames
         else pd.DataFrame(columns=list(PREDICTION_COLUMNS))
     )
-    tuning = predictions[predictions["split"] == "tuning"]
+    tuning_rows = predictions[predictions["split"] == "tuning"]
     thresholds = {
         task: best_f1_threshold(g["label"].to_numpy(), g["score"].to_numpy())
-        for task, g in tuning.groupby("task")
+        for task, g in tuning_rows.groupby("task")
     }
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics |= _task_metrics(predictions, thresholds)
     aurocs = [v for k, v in metrics.items() if k.startswith("held_out.auroc.")]
     if aurocs:
         metrics["held_out.auroc.mean"] = float(np.mean(aurocs))
+    epochs: list[dict[str, float]] = []
+    if selection is not None and selection.best.epoch is not None:
+        metrics["kept_epoch"] = float(selection.best.epoch)
+        epochs = [{"epoch": e, "tuning_auroc_mean": a} for e, a in selection.best.history]
 
     run_id = logger.run_id
     bundle = FinetunedModel(
@@ -292,7 +322,13 @@ def finetune(
         summary = Path(tmp) / "finetuning.json"
         summary.write_text(
             json.dumps(
-                {"metrics": metrics, "thresholds": thresholds, "config": asdict(config)}, indent=2
+                {
+                    "metrics": metrics,
+                    "thresholds": thresholds,
+                    "epochs": epochs,
+                    "config": asdict(config),
+                },
+                indent=2,
             )
         )
         client.log_artifact(run_id, str(summary))

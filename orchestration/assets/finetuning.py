@@ -49,6 +49,10 @@ class FinetuneRunConfig(dg.Config):
     tasks: list[str] = Field(default_factory=list)
     """Tasks to learn; empty: every task of the vocabulary."""
     max_steps: int = 120
+    """-1: as many steps as max_epochs gives."""
+    max_epochs: int = 1
+    keep_epoch: str = "best_tuning"
+    """best_tuning (the epoch with the best mean tuning AUROC) | last."""
     batch_size: int = 8
     learning_rate: float = 5e-4
     balance: str = "tasks"
@@ -58,8 +62,12 @@ class FinetuneRunConfig(dg.Config):
 
 class SingleTaskRunConfig(dg.Config):
     steps_per_task: int = 0
-    """0: the MTF run's steps divided by the number of tasks (the same budget per task)."""
+    """0: the MTF run's steps divided by the number of tasks (the same budget per task);
+    -1: as many steps as max_epochs over the task's own labels gives."""
     mtf_max_steps: int = 120
+    max_epochs: int = 1
+    keep_epoch: str = "best_tuning"
+    """best_tuning (the epoch with the best mean tuning AUROC) | last."""
     batch_size: int = 8
     learning_rate: float = 5e-4
     seed: int = 0
@@ -201,6 +209,8 @@ def finetuned_model(
             tasks=list(config.tasks) or None,
             name=MTF_NAME,
             max_steps=config.max_steps,
+            max_epochs=config.max_epochs,
+            keep_epoch=config.keep_epoch,  # type: ignore[arg-type]
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             balance=config.balance,  # type: ignore[arg-type]
@@ -233,7 +243,9 @@ def single_task_models(
 ) -> dg.MaterializeResult:
     table = pq.read_table(_labels_path(platform), columns=["task", "split"])
     tasks = sorted(set(table.filter(pc.equal(table["split"], "train"))["task"].to_pylist()))
-    steps = config.steps_per_task or max(1, config.mtf_max_steps // max(1, len(tasks)))
+    steps = config.steps_per_task or (
+        max(1, config.mtf_max_steps // max(1, len(tasks))) if config.mtf_max_steps > 0 else -1
+    )
     records = {}
     for task in tasks:
         records[task] = _finetune(
@@ -243,6 +255,8 @@ def single_task_models(
                 tasks=[task],
                 name=f"ehrmamba-single-{task}",
                 max_steps=steps,
+                max_epochs=config.max_epochs,
+                keep_epoch=config.keep_epoch,  # type: ignore[arg-type]
                 batch_size=config.batch_size,
                 learning_rate=config.learning_rate,
                 balance="none",
