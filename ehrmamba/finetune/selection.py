@@ -1,9 +1,10 @@
 """Which epoch's weights a finetuning run keeps: the best on the tuning split.
 
 A fixed epoch count is right for some task mixes and wrong for others: on the 6,000-patient
-cohort one epoch left MTF under-trained on hypertension, and single-task runs over a few hundred
-labels overfit sooner (BENCHMARKS.md). Scoring ``tuning`` at the end of every epoch and keeping
-the best weights lets one setting serve both, and leaves ``held_out`` untouched for the report.
+cohort one epoch left MTF under-trained on hypertension, while two of six single-task models (one
+task's 2,000 labels or fewer) were best after their first epoch (BENCHMARKS.md). Scoring
+``tuning`` at the end of every epoch and keeping the best weights lets one setting serve both,
+and leaves ``held_out`` untouched for the report.
 """
 
 from __future__ import annotations
