@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+
+from ehrmamba.evaluate.metrics import auroc
 
 
 def mean_task_auroc(tasks: Sequence[str], labels: Sequence[float], scores: np.ndarray) -> float:
@@ -23,13 +24,10 @@ def mean_task_auroc(tasks: Sequence[str], labels: Sequence[float], scores: np.nd
 
     NaN when no task has both classes, so that selection falls back to the last epoch.
     """
-    tasks_arr, labels_arr = np.asarray(tasks), np.asarray(labels, dtype=float)
-    aurocs = []
-    for task in np.unique(tasks_arr):
-        rows = tasks_arr == task
-        if labels_arr[rows].min() != labels_arr[rows].max():
-            aurocs.append(roc_auc_score(labels_arr[rows], scores[rows]))
-    return float(np.mean(aurocs)) if aurocs else math.nan
+    tasks_arr, labels_arr = np.asarray(tasks), np.asarray(labels)
+    rows = [tasks_arr == t for t in np.unique(tasks_arr)]
+    ranked = [a for r in rows if math.isfinite(a := auroc(labels_arr[r], scores[r]))]
+    return float(np.mean(ranked)) if ranked else math.nan
 
 
 class BestEpoch:
