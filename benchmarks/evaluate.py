@@ -184,11 +184,17 @@ def main() -> None:
         EvaluationConfig(),
         notes=[f"{k}: baselines skipped ({v})" for k, v in base.skipped.items()],
         title=f"Evaluation on held_out ({args.source})",
+        comparisons=[
+            ("ehrmamba-mtf", ref)
+            for ref in ("ehrmamba-single-task", "xgboost_counts")
+            if ref in set(preds["model"])
+        ],
     )
     lap("evaluate")
     table = result.metrics.pivot_table(index="task", columns="model", values="auroc")
     print(table.round(3).to_markdown())
     print(result.summary.round(3).to_markdown(index=False))
+    print(result.paired.round(4).to_markdown(index=False))
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     print(f"report: {result.report_path}")
 

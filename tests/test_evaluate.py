@@ -123,6 +123,69 @@ def test_patient_bootstrap_is_wider_than_row_bootstrap_for_repeated_rows() -> No
     assert patients.high - patients.low > 2 * (rows.high - rows.low)
 
 
+def test_paired_difference_sees_a_gap_that_separate_intervals_hide() -> None:
+    """Two models sharing most of their error: B is A plus a little extra noise. Each model's own
+    interval overlaps the other's, the paired interval of the gap excludes zero."""
+    rng = np.random.default_rng(6)
+    y = rng.random(400) < 0.25
+    shared = rng.normal(0, 1.2, 400)
+    a = 1 / (1 + np.exp(-(2.0 * y + shared)))
+    b = 1 / (1 + np.exp(-(2.0 * y + shared + rng.normal(0, 0.6, 400))))
+    gap = m.paired_auroc_difference(y, a, b, n_resamples=1000, seed=0)
+    assert gap.estimate == pytest.approx(roc_auc_score(y, a) - roc_auc_score(y, b), abs=1e-12)
+    assert 0 < gap.low <= gap.estimate <= gap.high
+    own_a = m.bootstrap_metrics(y, a, 0.5, n_resamples=1000)["auroc"]
+    own_b = m.bootstrap_metrics(y, b, 0.5, n_resamples=1000)["auroc"]
+    assert own_a.low < own_b.high  # unpaired, the gap looks like noise
+    assert m.paired_auroc_difference(y, a, a) == m.Interval(0.0, 0.0, 0.0)
+    one_class = m.paired_auroc_difference(np.zeros(5, bool), a[:5], b[:5])
+    assert np.isnan(one_class.estimate) and np.isnan(one_class.low)
+
+
+def test_evaluation_pairs_models_on_the_rows_both_scored(tmp_path: Path) -> None:
+    good = _predictions(600, 1.0, seed=7, model="good")
+    worse = good.assign(
+        model="worse",
+        score=np.clip(good["score"] + np.random.default_rng(8).normal(0, 0.3, 600), 0, 1),
+    )
+    worse = worse.iloc[20:]  # 10 held_out rows scored by "good" only
+    result = evaluate_models(
+        pd.concat([good, worse]), tmp_path, FAST, comparisons=[("worse", "good")]
+    )
+    row = result.paired.iloc[0]
+    held = good[good["split"] == "held_out"].merge(
+        worse[worse["split"] == "held_out"], on=["subject_id", "prediction_time"]
+    )
+    assert (
+        (row["model"], row["reference"], row["n"])
+        == ("worse", "good", 290)
+        == (
+            "worse",
+            "good",
+            len(held),
+        )
+    )
+    expected = m.paired_auroc_difference(
+        held["label_x"],
+        held["score_y"],
+        held["score_x"],
+        groups=held["subject_id"],
+        n_resamples=FAST.n_resamples,
+    )
+    assert (row["auroc_diff"], row["auroc_diff_low"], row["auroc_diff_high"]) == (
+        pytest.approx(expected.estimate),
+        pytest.approx(expected.low),
+        pytest.approx(expected.high),
+    )
+    assert row["auroc_diff_high"] < 0
+    report = result.report_path.read_text()
+    assert "## Paired AUROC differences" in report
+    assert "| worse − good | t | 290 |" in report and "below, beyond the interval" in report
+    assert (tmp_path / "paired_differences.csv").exists()
+    with pytest.raises(ValueError, match=r"comparisons name models without predictions: \['mtf'\]"):
+        evaluate_models(good, tmp_path, FAST, comparisons=[("mtf", "good")])
+
+
 def test_f1_threshold_is_chosen_on_tuning_and_applied_to_held_out(tmp_path: Path) -> None:
     # tuning: threshold 0.35 gives P=2/3, R=1, F1=0.8 (0.4: F1 0.5; 0.8: F1 2/3) -> 0.35
     # held_out at 0.35: predicted [0, 1, 1, 0] vs labels [1, 1, 0, 0] -> F1 = 0.5

@@ -96,6 +96,8 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
     report = result.asset_materializations_for_node("evaluation__model_evaluation")[0].metadata
     for model in ("ehrmamba-mtf", "ehrmamba-single-task", "xgboost_counts", "logreg_counts"):
         assert model in report["report"].value
+    assert "| ehrmamba-mtf − ehrmamba-single-task | mortality_1m |" in report["report"].value
+    assert "| ehrmamba-mtf − xgboost_counts | mortality_1m |" in report["report"].value
     checks = _checks(result)
     assert checks["meds_events_expectations"].passed
     assert checks["subject_splits_expectations"].passed

@@ -22,6 +22,7 @@ from ehrmamba.evaluate.evaluation import (
     evaluate_models,
     join_demographics,
     log_to_mlflow,
+    paired_differences,
     validate_predictions,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "finetuning_train_rows",
     "join_demographics",
     "log_to_mlflow",
+    "paired_differences",
     "run_baselines",
     "run_matched_baselines",
     "top_codes",

@@ -34,6 +34,17 @@ from ehrmamba.evaluate.plots import plot_name, plot_reliability, plot_roc
 from ehrmamba.evaluate.report import write_report
 from ehrmamba.settings import Settings
 
+PAIRED_COLUMNS = [
+    "task",
+    "model",
+    "reference",
+    "n",
+    "n_positive",
+    "auroc_diff",
+    "auroc_diff_low",
+    "auroc_diff_high",
+    "note",
+]
 REQUIRED_COLUMNS = ("subject_id", "prediction_time", "task", "split", "label", "score", "model")
 SPLITS = ("tuning", "held_out")
 METRIC_COLUMNS = [
@@ -90,6 +101,8 @@ class EvaluationResult:
     report_path: Path
     plot_paths: list[Path] = field(default_factory=list)
     table_paths: list[Path] = field(default_factory=list)
+    # per task and (model, reference) pair: AUROC(model) - AUROC(reference), paired interval
+    paired: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
 
     def model_metrics(self, model: str) -> pd.DataFrame:
         """The metric rows of one model (the input of the registry's promotion gate)."""
@@ -252,13 +265,16 @@ def evaluate_models(
     *,
     notes: Iterable[str] = (),
     title: str = "Evaluation on held_out",
+    comparisons: Sequence[tuple[str, str]] = (),
 ) -> EvaluationResult:
     """Metrics per model and task on ``held_out`` (threshold from ``tuning``), plots, report.
 
     Writes ``report.md``, ``plots/roc_<task>.png``, ``plots/reliability_<task>.png``,
-    ``metrics.csv``, ``subgroups.csv`` and ``calibration.csv`` under ``out_dir``. A task whose
-    held_out rows hold one class only is reported as not evaluable (NaN metrics and a note), never
-    an error. ``notes`` are added to the report (e.g. tasks a baseline could not be fitted on).
+    ``metrics.csv``, ``subgroups.csv``, ``calibration.csv`` and ``paired_differences.csv``
+    under ``out_dir``. A task whose held_out rows hold one class only is reported as not
+    evaluable (NaN metrics and a note), never an error. ``notes`` are added to the report (e.g.
+    tasks a baseline could not be fitted on). ``comparisons`` are ``(model, reference)`` pairs
+    whose AUROC gap gets a paired interval per task (see :func:`paired_differences`).
     """
     config = config or EvaluationConfig()
     if config.bootstrap_unit not in ("subject", "row"):
@@ -266,6 +282,12 @@ def evaluate_models(
             f"bootstrap_unit must be 'subject' or 'row', not {config.bootstrap_unit!r}"
         )
     frame = validate_predictions(predictions)
+    unknown = sorted({name for pair in comparisons for name in pair} - set(frame["model"]))
+    if unknown:
+        raise ValueError(
+            f"comparisons name models without predictions: {unknown}; "
+            f"have {sorted(frame['model'].unique())}"
+        )
     out_dir = Path(out_dir)
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -309,12 +331,14 @@ def evaluate_models(
         pd.concat(calibration_frames, ignore_index=True) if calibration_frames else pd.DataFrame()
     )
     summary = summarize(metrics)
+    paired = paired_differences(frame, comparisons, config)
 
     tables = []
     for name, table in (
         ("metrics.csv", metrics),
         ("subgroups.csv", subgroups),
         ("calibration.csv", calibration),
+        ("paired_differences.csv", paired),
     ):
         path = out_dir / name
         table.to_csv(path, index=False)
@@ -324,6 +348,7 @@ def evaluate_models(
         metrics=metrics,
         subgroups=subgroups,
         summary=summary,
+        paired=paired,
         plot_paths=plot_paths,
         config=config,
         notes=list(notes),
@@ -338,7 +363,65 @@ def evaluate_models(
         report_path=report_path,
         plot_paths=plot_paths,
         table_paths=tables,
+        paired=paired,
     )
+
+
+def paired_differences(
+    predictions: pd.DataFrame,
+    comparisons: Sequence[tuple[str, str]],
+    config: EvaluationConfig | None = None,
+) -> pd.DataFrame:
+    """Per task and ``(model, reference)`` pair: the held_out AUROC gap with a paired interval.
+
+    "Is model A below B beyond the interval" is a question about the gap, and the two models'
+    separate intervals answer it badly: they share the patients. The rows both models scored
+    (same subject and prediction time) are resampled together, by patient when
+    ``config.bootstrap_unit`` is ``subject``. A task where the pair shares no rows, or the shared
+    rows hold one class, gets NaN and a note.
+    """
+    config = config or EvaluationConfig()
+    held = predictions[predictions["split"] == "held_out"]
+    keys = ["subject_id", "prediction_time"]
+    rows = []
+    for model, reference in comparisons:
+        for task in sorted(held["task"].unique()):
+            part = held[held["task"] == task]
+            a = part.loc[part["model"] == model, [*keys, "label", "score"]]
+            b = part.loc[part["model"] == reference, [*keys, "score"]]
+            both = a.merge(b, on=keys, suffixes=("_model", "_reference"))
+            y = both["label"].to_numpy(bool)
+            row = dict.fromkeys(PAIRED_COLUMNS, np.nan)
+            row.update(
+                task=task,
+                model=model,
+                reference=reference,
+                n=len(both),
+                n_positive=int(y.sum()),
+                note="",
+            )
+            if not len(both):
+                row["note"] = "no held_out rows scored by both"
+            elif not m.has_both_classes(y):
+                row["note"] = "the shared held_out rows hold one class"
+            else:
+                gap = m.paired_auroc_difference(
+                    y,
+                    both["score_model"].to_numpy(float),
+                    both["score_reference"].to_numpy(float),
+                    groups=both["subject_id"].to_numpy()
+                    if config.bootstrap_unit == "subject"
+                    else None,
+                    n_resamples=config.n_resamples,
+                    seed=config.seed,
+                    confidence=config.confidence,
+                    stratified=config.stratified_bootstrap,
+                )
+                row.update(
+                    auroc_diff=gap.estimate, auroc_diff_low=gap.low, auroc_diff_high=gap.high
+                )
+            rows.append(row)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -319,6 +319,51 @@ def bootstrap_metrics(
     return out
 
 
+def paired_auroc_difference(
+    y_true,
+    score_a,
+    score_b,
+    *,
+    groups: Sequence | np.ndarray | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    stratified: bool = True,
+) -> Interval:
+    """AUROC of ``score_a`` minus AUROC of ``score_b`` on the same rows, with a paired interval.
+
+    Two models scored on the same patients share those patients' sampling noise. Setting one
+    model's point estimate against the other's own interval counts that noise once and
+    ignores that it moves both models together; each resample here draws the rows (or, with
+    ``groups``, the patients) once and scores both models on that draw, so the interval is that
+    of the gap itself. Resamples where AUROC is undefined are left out.
+    """
+    y, a = _arrays(y_true, score_a)
+    _, b = _arrays(y_true, score_b)
+    nan = float("nan")
+    point = auroc(y, a) - auroc(y, b)
+    if np.isnan(point) or n_resamples <= 0:
+        return Interval(point, nan, nan)
+    rng = np.random.default_rng(seed)
+    weights = bootstrap_weights(y, n_resamples, rng, groups=groups, stratified=stratified)
+    sorted_a, sorted_b = _Sorted.of(y, a), _Sorted.of(y, b)
+    chunk = max(1, _MAX_CELLS // max(1, len(y)))
+    gaps = []
+    for start in range(0, n_resamples, chunk):
+        w = weights[start : start + chunk]
+        gaps.append(
+            _weighted_auroc(sorted_a, w[:, sorted_a.order])
+            - _weighted_auroc(sorted_b, w[:, sorted_b.order])
+        )
+    values = np.concatenate(gaps)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return Interval(point, nan, nan)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return Interval(point, float(low), float(high))
+
+
 # ------------------------------------------------------------------------------------------------
 # Subgroups
 # ------------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ def write_report(
     config: EvaluationConfig,
     notes: Sequence[str] = (),
     title: str = "Evaluation on held_out",
+    paired: pd.DataFrame | None = None,
 ) -> Path:
     """Write the report to ``path`` (plots are linked relative to it) and return the path."""
     pct = round(config.confidence * 100)
@@ -76,6 +77,8 @@ def write_report(
         ],
     )
     lines.append("")
+    if paired is not None and len(paired):
+        lines += _paired_section(paired, pct)
     not_evaluable = []
     plots = {p.name: p for p in plot_paths}
     for task in sorted(metrics["task"].unique()):
@@ -130,6 +133,43 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
+
+
+def _gap_reading(row: pd.Series) -> str:
+    if math.isnan(row["auroc_diff_low"]):
+        return row["note"] or "n/a"
+    if row["auroc_diff_high"] < 0:
+        return "below, beyond the interval"
+    if row["auroc_diff_low"] > 0:
+        return "above, beyond the interval"
+    return "within the interval"
+
+
+def _paired_section(paired: pd.DataFrame, pct: int) -> list[str]:
+    lines = [
+        "## Paired AUROC differences",
+        "",
+        f"AUROC of the model minus the reference's on the held_out rows both scored, {pct}% "
+        "interval from the same resamples for both (a paired bootstrap): the interval of the "
+        "gap itself, narrower than either model's own when their errors move together.",
+        "",
+    ]
+    rows = []
+    for r in paired.itertuples(index=False):
+        gap = f"{_num(r.auroc_diff, 4)} [{_num(r.auroc_diff_low, 4)}, {_num(r.auroc_diff_high, 4)}]"
+        rows.append(
+            [
+                f"{r.model} − {r.reference}",
+                r.task,
+                int(r.n),
+                int(r.n_positive),
+                gap,
+                _gap_reading(pd.Series(r._asdict())),
+            ]
+        )
+    lines += _table(["model − reference", "task", "n", "positives", "AUROC gap", "reading"], rows)
+    lines.append("")
+    return lines
 
 
 def _index(frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:

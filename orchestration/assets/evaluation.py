@@ -15,6 +15,7 @@ from dagster_duckdb import DuckDBResource
 from sklearn.metrics import roc_auc_score
 
 from ehrmamba.evaluate import (
+    BaselineConfig,
     EvaluationConfig,
     evaluate_models,
     finetuning_train_rows,
@@ -46,6 +47,7 @@ from orchestration.resources import PlatformSettings
 EVALUATION = dg.AssetKey(["evaluation", "model_evaluation"])
 REGISTERED_MODEL = dg.AssetKey(["evaluation", "registered_model"])
 SINGLE_NAME = "ehrmamba-single-task"
+XGBOOST_NAME = BaselineConfig().model_names["xgboost"]
 
 
 class EvaluationRunConfig(dg.Config):
@@ -172,11 +174,14 @@ def model_evaluation(
     notes += [f"{task}: baselines skipped ({why})" for task, why in baselines.skipped.items()]
     out_dir = settings.artifacts_dir / "evaluation" / context.run.run_id
     context.log.info(f"metrics with {config.bootstrap_resamples} bootstrap resamples")
+    present = set(predictions["model"])
     result = evaluate_models(
         predictions,
         out_dir,
         EvaluationConfig(n_resamples=config.bootstrap_resamples, seed=config.seed),
         notes=notes,
+        # the two questions: is MTF below single-task, is it above the baseline
+        comparisons=[(MTF_NAME, ref) for ref in (SINGLE_NAME, XGBOOST_NAME) if ref in present],
     )
     if forecasting:
         (out_dir / "forecasting.json").write_text(json.dumps(forecasting, indent=2))
