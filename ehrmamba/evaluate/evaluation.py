@@ -88,6 +88,16 @@ class EvaluationConfig:
     bin_strategy: str = "uniform"  # or "quantile" (equal mass)
     age_edges: tuple[float, ...] = m.DEFAULT_AGE_BANDS
 
+    def bootstrap_options(self, subject_ids: pd.Series) -> dict:
+        """Keyword arguments of the bootstrap functions in :mod:`ehrmamba.evaluate.metrics`."""
+        return {
+            "groups": subject_ids.to_numpy() if self.bootstrap_unit == "subject" else None,
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "confidence": self.confidence,
+            "stratified": self.stratified_bootstrap,
+        }
+
 
 @dataclass
 class EvaluationResult:
@@ -213,11 +223,7 @@ def _task_metrics(
         y,
         s,
         threshold,
-        groups=held["subject_id"].to_numpy() if config.bootstrap_unit == "subject" else None,
-        n_resamples=config.n_resamples,
-        seed=config.seed,
-        confidence=config.confidence,
-        stratified=config.stratified_bootstrap,
+        **config.bootstrap_options(held["subject_id"]),
     )
     for name, interval in boot.items():
         row[name], row[f"{name}_low"], row[f"{name}_high"] = (
@@ -409,13 +415,7 @@ def paired_differences(
                     y,
                     both["score_model"].to_numpy(float),
                     both["score_reference"].to_numpy(float),
-                    groups=both["subject_id"].to_numpy()
-                    if config.bootstrap_unit == "subject"
-                    else None,
-                    n_resamples=config.n_resamples,
-                    seed=config.seed,
-                    confidence=config.confidence,
-                    stratified=config.stratified_bootstrap,
+                    **config.bootstrap_options(both["subject_id"]),
                 )
                 row.update(
                     auroc_diff=gap.estimate, auroc_diff_low=gap.low, auroc_diff_high=gap.high
