@@ -155,18 +155,10 @@ def _paired_section(paired: pd.DataFrame, pct: int) -> list[str]:
         "",
     ]
     rows = []
-    for r in paired.itertuples(index=False):
+    for _, r in paired.iterrows():
         gap = f"{_num(r.auroc_diff, 4)} [{_num(r.auroc_diff_low, 4)}, {_num(r.auroc_diff_high, 4)}]"
-        rows.append(
-            [
-                f"{r.model} − {r.reference}",
-                r.task,
-                int(r.n),
-                int(r.n_positive),
-                gap,
-                _gap_reading(pd.Series(r._asdict())),
-            ]
-        )
+        pair = f"{r.model} − {r.reference}"
+        rows.append([pair, r.task, int(r.n), int(r.n_positive), gap, _gap_reading(r)])
     lines += _table(["model − reference", "task", "n", "positives", "AUROC gap", "reading"], rows)
     lines.append("")
     return lines
