@@ -180,7 +180,7 @@ def model_evaluation(
         out_dir,
         EvaluationConfig(n_resamples=config.bootstrap_resamples, seed=config.seed),
         notes=notes,
-        # the two questions: is MTF below single-task, is it above the baseline
+        # what the comparison is for: is MTF below single-task, is it above the count baseline
         comparisons=[(MTF_NAME, ref) for ref in (SINGLE_NAME, XGBOOST_NAME) if ref in present],
     )
     if forecasting:
