@@ -46,7 +46,19 @@ def main() -> None:
     parser.add_argument("--source", default="synthetic:2000", help="synthetic:N or a FHIR dir")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=300,
+        help="pretraining steps of 4 sequences; -1: --pretrain-epochs, which also caps this",
+    )
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=1,
+        help="passes over the train patients' pretraining sequences (one pass on 6,000 "
+        "patients is 1,200 steps)",
+    )
     parser.add_argument(
         "--finetune-steps",
         type=int,
@@ -121,6 +133,7 @@ def main() -> None:
             PretrainConfig(
                 preset=args.preset,
                 max_steps=args.pretrain_steps,
+                max_epochs=args.pretrain_epochs,
                 batch_size=4,
                 learning_rate=1e-3,
                 progress_bar=False,
