@@ -103,6 +103,12 @@ def main() -> None:
         default=0,
         help="finetuning seed (row order, dropout, head initialization) of every model",
     )
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="finetuning runs per model (seeds --seed, --seed + 1, ...), the best on tuning kept",
+    )
     args = parser.parse_args()
 
     out: Path = args.out
@@ -170,6 +176,7 @@ def main() -> None:
         keep_epoch=args.keep_epoch,
         progress_bar=False,
         seed=args.seed,
+        restarts=args.restarts,
     )
     mtf = finetune(
         labels,

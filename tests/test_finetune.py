@@ -17,7 +17,7 @@ import torch
 
 from ehrmamba.finetune import FinetunedModel
 from ehrmamba.finetune.sampling import StratifiedCyclingSampler, balance_strata
-from ehrmamba.finetune.selection import BestEpoch, mean_task_auroc
+from ehrmamba.finetune.selection import BestWeights, mean_task_auroc
 from ehrmamba.finetune.train import (
     FinetuneConfig,
     best_f1_threshold,
@@ -103,23 +103,23 @@ def test_best_f1_threshold_on_a_hand_built_case() -> None:
     assert best_f1_threshold(np.zeros(3), np.array([0.1, 0.2, 0.3])) == 0.5
 
 
-def test_best_epoch_keeps_the_best_weights_earliest_on_ties_latest_without_a_score() -> None:
+def test_best_weights_keeps_the_best_earliest_on_ties_latest_without_a_score() -> None:
     model = torch.nn.Linear(1, 1, bias=False)
-    best = BestEpoch()
+    best = BestWeights()
     for epoch, score in enumerate([0.70, 0.80, 0.75, 0.80]):
         model.weight.data.fill_(float(epoch))
         best.offer(epoch, score, model, payload=f"scores of {epoch}")
-    assert (best.epoch, best.score, best.payload) == (1, 0.80, "scores of 1")
+    assert (best.index, best.score, best.payload) == (1, 0.80, "scores of 1")
     assert best.history == [(0, 0.70), (1, 0.80), (2, 0.75), (3, 0.80)]
     best.restore(model)
     assert model.weight.item() == 1.0  # a copy was kept, not a view of the live weights
 
-    unranked = BestEpoch()
+    unranked = BestWeights()
     for epoch in range(3):
         unranked.offer(epoch, float("nan"), model)
-    assert unranked.epoch == 2
+    assert unranked.index == 2
     with pytest.raises(RuntimeError, match="nothing to restore"):
-        BestEpoch().restore(model)
+        BestWeights().restore(model)
 
 
 def test_mean_task_auroc_leaves_out_tasks_with_one_class() -> None:
@@ -183,17 +183,22 @@ def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, t
     )
 
 
-def test_the_run_keeps_the_epoch_best_on_tuning_and_saves_its_weights(corpus, tmp_path) -> None:
-    # tuning is the train rows with every label flipped: the better the model fits train, the
-    # worse it ranks tuning, so an early epoch is the best and the last one is not
-    _, vocab, labels, pretrained_dir = corpus
+def _train_and_flipped_tuning(labels: Path, path: Path) -> Path:
+    """Label sequences whose tuning rows are the train rows with every label flipped: the
+    better a model fits train, the worse it ranks tuning, so tuning can rank epochs and seeds."""
     table = pq.read_table(labels)
     train = table.filter(pc.equal(table["split"], "train"))
     flipped = train.set_column(
         table.schema.get_field_index("label"), "label", pc.invert(train["label"])
     ).set_column(table.schema.get_field_index("split"), "split", pa.array(["tuning"] * len(train)))
-    path = tmp_path / "labels.parquet"
     pq.write_table(pa.concat_tables([train, flipped]), path)
+    return path
+
+
+def test_the_run_keeps_the_epoch_best_on_tuning_and_saves_its_weights(corpus, tmp_path) -> None:
+    # with tuning the flipped train rows, an early epoch is the best and the last one is not
+    _, vocab, labels, pretrained_dir = corpus
+    path = _train_and_flipped_tuning(labels, tmp_path / "labels.parquet")
     lines: list[str] = []
     config = FinetuneConfig(max_epochs=3, batch_size=8, learning_rate=3e-3, progress_bar=False)
     result = finetune(
@@ -221,6 +226,88 @@ def test_the_run_keeps_the_epoch_best_on_tuning_and_saves_its_weights(corpus, tm
     saved = result.predictions.query("split == 'tuning'").score.to_numpy()
     np.testing.assert_allclose(rescored, saved, rtol=1e-5, atol=1e-6)
     assert mean_task_auroc(tuning.tasks, tuning.labels, saved) == pytest.approx(per_epoch[kept])
+
+
+def test_restarts_keep_the_seed_best_on_tuning_in_a_parent_run(corpus, tmp_path) -> None:
+    _, vocab, labels, pretrained_dir = corpus
+    path = _train_and_flipped_tuning(labels, tmp_path / "labels.parquet")
+    tracking = _tracking(tmp_path)
+    settings = dict(max_epochs=2, batch_size=8, learning_rate=3e-3, progress_bar=False)
+    lines: list[str] = []
+    result = finetune(
+        path,
+        vocab,
+        pretrained_dir,
+        FinetuneConfig(restarts=3, **settings),
+        output_dir=tmp_path / "restarts",
+        progress_log=lines.append,
+        **tracking,
+    )
+
+    client = mlflow.MlflowClient(tracking["tracking_uri"])
+    parent = client.get_run(result.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'",
+    )
+    by_seed = {int(c.data.params["finetune.seed"]): c for c in children}
+    assert sorted(by_seed) == [0, 1, 2]
+    # each seed's score is the best of its epochs on tuning, and the seeds do differ
+    per_seed = {
+        seed: max(
+            m.value for m in client.get_metric_history(c.info.run_id, "epoch_tuning_auroc_mean")
+        )
+        for seed, c in by_seed.items()
+    }
+    assert len(set(per_seed.values())) > 1
+    best_seed = max(per_seed, key=lambda s: (per_seed[s], -s))
+    assert result.metrics["kept_seed"] == best_seed
+    assert parent.data.metrics["kept_seed"] == best_seed
+    history = client.get_metric_history(result.run_id, "restart_tuning_auroc_mean")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+        [per_seed[0], per_seed[1], per_seed[2]]
+    )
+    assert parent.data.params["finetune.restarts"] == "3"
+    assert parent.data.params[f"restart.seed{best_seed}.run_id"] == by_seed[best_seed].info.run_id
+    assert sum("tuning mean AUROC" in line and ": seed " in line for line in lines) == 3
+
+    # the result is that seed's model: the bundle, logged to the parent run, scores tuning as
+    # the kept predictions do, and a plain run with that seed gives the same scores
+    bundle = load_finetuned_from_mlflow(result.run_id, tracking["tracking_uri"])
+    assert bundle.settings.version == result.run_id
+    tuning = SequenceDataset(path, splits=["tuning"], tasks=bundle.tasks)
+    kept = result.predictions.query("split == 'tuning'").score.to_numpy()
+    np.testing.assert_allclose(predict_sequences(bundle.model, tuning), kept, rtol=1e-5, atol=1e-6)
+    assert mean_task_auroc(tuning.tasks, tuning.labels, kept) == pytest.approx(per_seed[best_seed])
+    alone = finetune(
+        path,
+        vocab,
+        pretrained_dir,
+        FinetuneConfig(seed=best_seed, **settings),
+        output_dir=tmp_path / "alone",
+        **tracking,
+    )
+    np.testing.assert_allclose(
+        alone.predictions.query("split == 'tuning'").score.to_numpy(), kept, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_restarts_need_a_tuning_split_to_choose_on(corpus, tmp_path) -> None:
+    _, vocab, labels, pretrained_dir = corpus
+    table = pq.read_table(labels)
+    no_tuning = tmp_path / "labels.parquet"
+    pq.write_table(table.filter(pc.not_equal(table["split"], "tuning")), no_tuning)
+    with pytest.raises(ValueError, match="restarts=2 picks the seed best on the tuning split"):
+        finetune(
+            no_tuning,
+            vocab,
+            pretrained_dir,
+            FinetuneConfig(restarts=2, progress_bar=False),
+            output_dir=tmp_path / "out",
+            **_tracking(tmp_path),
+        )
+    with pytest.raises(ValueError, match="restarts must be at least 1, not 0"):
+        FinetuneConfig(restarts=0)
 
 
 def test_shared_state_scoring_equals_one_scan_per_task(corpus) -> None:

@@ -1,10 +1,12 @@
-"""Which epoch's weights a finetuning run keeps: the best on the tuning split.
+"""Which weights a finetuning run keeps: the best on the tuning split.
 
 A fixed epoch count is right for some task mixes and wrong for others: on the 6,000-patient
 cohort one epoch left MTF under-trained on hypertension, while two of six single-task models (one
 task's 2,000 labels or fewer) were best after their first epoch (BENCHMARKS.md). Scoring
 ``tuning`` at the end of every epoch and keeping the best weights lets one setting serve both,
-and leaves ``held_out`` untouched for the report.
+and leaves ``held_out`` untouched for the report. The same rule picks among whole runs started
+from different seeds (``FinetuneConfig.restarts``), since one MTF seed can land far below
+another and the tuning split shows it.
 """
 
 from __future__ import annotations
@@ -30,33 +32,35 @@ def mean_task_auroc(tasks: Sequence[str], labels: Sequence[float], scores: np.nd
     return float(np.mean(ranked)) if ranked else math.nan
 
 
-class BestEpoch:
-    """Remembers the weights (and any payload, such as the tuning scores) of the best epoch.
+class BestWeights:
+    """Remembers the weights (and any payload, such as the tuning scores) of the best of a
+    series of candidates: the epochs of one run, or the runs of several seeds.
 
-    Ties keep the earlier epoch (fewer passes, same tuning score); a NaN score means the split
-    cannot rank epochs, and then the latest one is kept.
+    Ties keep the earlier candidate (fewer passes, or the first seed, at the same tuning score);
+    a NaN score means the split cannot rank them, and then the latest one is kept.
     """
 
     def __init__(self) -> None:
         self.history: list[tuple[int, float]] = []
-        self.epoch: int | None = None
+        self.index: int | None = None
         self.score = -math.inf
         self.state: dict[str, torch.Tensor] | None = None
         self.payload: object = None
 
     def offer(
-        self, epoch: int, score: float, model: torch.nn.Module, payload: object = None
+        self, index: int, score: float, model: torch.nn.Module, payload: object = None
     ) -> bool:
-        self.history.append((epoch, score))
+        """Keep a copy of ``model``'s weights if ``score`` beats the best so far."""
+        self.history.append((index, score))
         if self.state is not None and math.isfinite(score) and score <= self.score:
             return False
-        self.epoch, self.score, self.payload = epoch, score, payload
+        self.index, self.score, self.payload = index, score, payload
         self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         return True
 
     def restore(self, model: torch.nn.Module) -> None:
         if self.state is None:
-            raise RuntimeError("no epoch has been offered; nothing to restore")
+            raise RuntimeError("no weights have been offered; nothing to restore")
         model.load_state_dict(self.state)
 
 
@@ -75,7 +79,7 @@ class SelectEpochOnTuning(L.Callback):
         label: str = "finetuning",
     ) -> None:
         self.score = score
-        self.best = BestEpoch()
+        self.best = BestWeights()
         self._log = log
         self.label = label
 
@@ -89,5 +93,5 @@ class SelectEpochOnTuning(L.Callback):
         if trainer.logger is not None and math.isfinite(auroc):
             trainer.logger.log_metrics({"epoch_tuning_auroc_mean": auroc}, step=epoch)
         if self._log:
-            note = " (best so far, kept)" if kept else f" (epoch {self.best.epoch} stays best)"
+            note = " (best so far, kept)" if kept else f" (epoch {self.best.index} stays best)"
             self._log(f"{self.label}: epoch {epoch} tuning mean AUROC {auroc:.4f}{note}")

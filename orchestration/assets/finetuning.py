@@ -58,6 +58,10 @@ class FinetuneRunConfig(dg.Config):
     balance: str = "tasks"
     """none | tasks | tasks_and_labels (see ehrmamba.finetune.train)."""
     seed: int = 0
+    restarts: int = 1
+    """Train this many times (seeds seed, seed + 1, ...) and keep the run best on tuning: a
+    guard for scheduled retraining, since one MTF seed can land far below another (BENCHMARKS.md,
+    training-seed spread). Each costs one more run."""
 
 
 class SingleTaskRunConfig(dg.Config):
@@ -71,6 +75,8 @@ class SingleTaskRunConfig(dg.Config):
     batch_size: int = 8
     learning_rate: float = 5e-4
     seed: int = 0
+    restarts: int = 1
+    """Seeds per task, the best on tuning kept; match the MTF run's for a fair comparison."""
 
 
 def _labels_path(platform: PlatformSettings):
@@ -215,14 +221,17 @@ def finetuned_model(
             learning_rate=config.learning_rate,
             balance=config.balance,  # type: ignore[arg-type]
             seed=config.seed,
+            restarts=config.restarts,
             progress_bar=False,
         ),
         "mtf",
     )
+    kept_seed = info["metrics"].get("kept_seed")
     return dg.MaterializeResult(
         metadata={
             "mlflow_run_id": info["run_id"],
             "bundle_dir": dg.MetadataValue.path(info["bundle_dir"]),
+            **({"kept_seed": int(kept_seed)} if kept_seed is not None else {}),
             **_auroc_metadata(info["metrics"]),
         }
     )
@@ -261,6 +270,7 @@ def single_task_models(
                 learning_rate=config.learning_rate,
                 balance="none",
                 seed=config.seed,
+                restarts=config.restarts,
                 progress_bar=False,
             ),
             f"single-{task}",
