@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import mlflow
 import pyarrow.parquet as pq
 import pytest
 
@@ -62,12 +63,15 @@ def _materialized(result) -> set[str]:
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
     """The whole graph on 80 synthetic patients: enough for every stage to have data (a
-    held_out split with both classes, so the first model can become the champion)."""
+    held_out split with both classes, so the first model can become the champion). MTF trains
+    two seeds, so that the model evaluated, registered and served is a multi-seed parent run's."""
     home = tmp_path_factory.mktemp("clean")
     source = tmp_path_factory.mktemp("cohort")
     write_cohort(source, 80, seed=1)
+    run_config = load_preset("tiny")
+    run_config["ops"]["training__finetuned_model"]["config"]["restarts"] = 2
     with pytest.MonkeyPatch.context() as mp:
-        result = _run(home, source, mp, load_preset("tiny"))
+        result = _run(home, source, mp, run_config)
     return home, result
 
 
@@ -93,6 +97,15 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
     # the first evaluated model has no champion to beat: it becomes the champion
     gate = result.asset_materializations_for_node("evaluation__registered_model")[0].metadata
     assert gate["alias"].value == "champion" and gate["promoted"].value is True
+    # the registered model is the MTF parent run's, which holds the seed it kept
+    mtf = result.asset_materializations_for_node("training__finetuned_model")[0].metadata
+    assert mtf["kept_seed"].value in (0, 1)
+    client = mlflow.MlflowClient(f"sqlite:///{(home / 'mlflow' / 'mlflow.db').resolve()}")
+    registered = client.get_model_version("ehrmamba", gate["version"].value)
+    parent = client.get_run(mtf["mlflow_run_id"].value)
+    assert registered.run_id == parent.info.run_id
+    assert parent.data.metrics["kept_seed"] == mtf["kept_seed"].value
+    assert parent.data.params["finetune.restarts"] == "2"
     report = result.asset_materializations_for_node("evaluation__model_evaluation")[0].metadata
     for model in ("ehrmamba-mtf", "ehrmamba-single-task", "xgboost_counts", "logreg_counts"):
         assert model in report["report"].value
