@@ -6,7 +6,8 @@ with one task is single-task finetuning, the comparison the paper makes. Balanci
 choice: ``none`` (pooled as they come), ``tasks`` (each task drawn equally often), or
 ``tasks_and_labels`` (each task equally, and within a task positives and negatives equally);
 see :mod:`ehrmamba.finetune.sampling`. Which epoch's weights the run keeps is the best on the
-tuning split by default (see :mod:`ehrmamba.finetune.selection`).
+tuning split by default (see :mod:`ehrmamba.finetune.selection`), and with ``restarts`` the same
+split picks among runs from several seeds.
 """
 
 from __future__ import annotations
