@@ -310,6 +310,24 @@ def test_restarts_need_a_tuning_split_to_choose_on(corpus, tmp_path) -> None:
         FinetuneConfig(restarts=0)
 
 
+def test_a_failed_restart_marks_the_parent_run_failed(corpus, tmp_path) -> None:
+    _, vocab, labels, _ = corpus
+    tracking = _tracking(tmp_path)
+    with pytest.raises(OSError):
+        finetune(
+            labels,
+            vocab,
+            tmp_path / "no-pretrained-model",
+            FinetuneConfig(restarts=2, progress_bar=False),
+            output_dir=tmp_path / "out",
+            **tracking,
+        )
+    client = mlflow.MlflowClient(tracking["tracking_uri"])
+    experiment = client.get_experiment_by_name(FinetuneConfig().experiment)
+    (parent,) = client.search_runs([experiment.experiment_id])
+    assert parent.info.status == "FAILED"
+
+
 def test_shared_state_scoring_equals_one_scan_per_task(corpus) -> None:
     _, vocab, _, pretrained_dir = corpus
     torch.manual_seed(1)

@@ -309,6 +309,61 @@ def _start_parent_run(
     return client.create_run(experiment_id, run_name=run_name).info.run_id
 
 
+def _best_of_seeds(
+    config: FinetuneConfig,
+    *,
+    vocab: Vocabulary,
+    train: SequenceDataset,
+    tuning: SequenceDataset,
+    pretrained_dir: Path,
+    tracking_uri: str,
+    artifact_location: str,
+    run_name: str,
+    parent_run_id: str | None,
+    progress_log: Callable[[str], None] | None,
+) -> tuple[_Attempt, EHRMambaForMultitask, list[dict]]:
+    """Train ``config.restarts`` times and return the run best on tuning, its model (with the
+    kept weights) and a summary of every run; with one restart, that run."""
+    best = BestWeights()
+    restarts: list[dict] = []
+    for restart in range(config.restarts):
+        seed = config.seed + restart
+        attempt, model = _train_attempt(
+            config,
+            seed,
+            vocab=vocab,
+            train=train,
+            tuning=tuning,
+            pretrained_dir=pretrained_dir,
+            logger=MLFlowLogger(
+                experiment_name=config.experiment,
+                tracking_uri=tracking_uri,
+                run_name=f"{run_name}-seed{seed}" if parent_run_id else run_name,
+                artifact_location=artifact_location,
+                log_model=False,
+                tags={MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else None,
+            ),
+            label=f"{config.name} seed {seed}" if parent_run_id else config.name,
+            progress_log=progress_log,
+        )
+        kept = best.offer(restart, attempt.tuning_auroc, model, payload=attempt)
+        restarts.append(
+            {
+                "seed": seed,
+                "run_id": attempt.run_id,
+                "tuning_auroc_mean": attempt.tuning_auroc,
+                "kept_epoch": attempt.kept_epoch,
+            }
+        )
+        if parent_run_id and progress_log:
+            note = " (best so far, kept)" if kept else f" (seed {best.payload.seed} stays best)"
+            progress_log(
+                f"{config.name}: seed {seed} tuning mean AUROC {attempt.tuning_auroc:.4f}{note}"
+            )
+    best.restore(model)
+    return best.payload, model, restarts
+
+
 def finetune(
     label_sequences: Path,
     vocab: Vocabulary,
@@ -354,46 +409,23 @@ def finetune(
         parent_run_id = _start_parent_run(
             client, config.experiment, run_name or config.name, artifact_location
         )
-    best = BestWeights()
-    restarts: list[dict] = []
-    for restart in range(config.restarts):
-        seed = config.seed + restart
-        attempt, model = _train_attempt(
+    try:
+        chosen, model, restarts = _best_of_seeds(
             config,
-            seed,
             vocab=vocab,
             train=train,
             tuning=tuning,
             pretrained_dir=pretrained_dir,
-            logger=MLFlowLogger(
-                experiment_name=config.experiment,
-                tracking_uri=tracking_uri,
-                run_name=f"{run_name or config.name}-seed{seed}"
-                if parent_run_id
-                else run_name or config.name,
-                artifact_location=artifact_location,
-                log_model=False,
-                tags={MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else None,
-            ),
-            label=f"{config.name} seed {seed}" if parent_run_id else config.name,
+            tracking_uri=tracking_uri,
+            artifact_location=artifact_location,
+            run_name=run_name or config.name,
+            parent_run_id=parent_run_id,
             progress_log=progress_log,
         )
-        kept = best.offer(restart, attempt.tuning_auroc, model, payload=attempt)
-        restarts.append(
-            {
-                "seed": seed,
-                "run_id": attempt.run_id,
-                "tuning_auroc_mean": attempt.tuning_auroc,
-                "kept_epoch": attempt.kept_epoch,
-            }
-        )
-        if parent_run_id and progress_log:
-            note = " (best so far, kept)" if kept else f" (seed {best.payload.seed} stays best)"
-            progress_log(
-                f"{config.name}: seed {seed} tuning mean AUROC {attempt.tuning_auroc:.4f}{note}"
-            )
-    chosen: _Attempt = best.payload
-    best.restore(model)
+    except BaseException:
+        if parent_run_id:
+            client.set_terminated(parent_run_id, "FAILED")
+        raise
 
     frames = []
     if chosen.tuning_scores is not None:
