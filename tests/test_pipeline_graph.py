@@ -100,7 +100,9 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
     # the registered model is the MTF parent run's, which holds the seed it kept
     mtf = result.asset_materializations_for_node("training__finetuned_model")[0].metadata
     assert mtf["kept_seed"].value in (0, 1)
-    client = mlflow.MlflowClient(f"sqlite:///{(home / 'mlflow' / 'mlflow.db').resolve()}")
+    store = f"sqlite:///{(home / 'mlflow' / 'mlflow.db').resolve()}"
+    # the registry named too: a test before this one may have set MLflow's process-wide one
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     registered = client.get_model_version("ehrmamba", gate["version"].value)
     parent = client.get_run(mtf["mlflow_run_id"].value)
     assert registered.run_id == parent.info.run_id

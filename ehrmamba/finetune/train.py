@@ -403,12 +403,11 @@ def finetune(
             f"{label_sequences} holds no tuning-split label sequence for {tasks}"
         )
     artifact_location = artifact_location or (output_dir / "mlflow-artifacts").resolve().as_uri()
+    run_name = run_name or config.name
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     parent_run_id = None
     if config.restarts > 1:
-        parent_run_id = _start_parent_run(
-            client, config.experiment, run_name or config.name, artifact_location
-        )
+        parent_run_id = _start_parent_run(client, config.experiment, run_name, artifact_location)
     try:
         chosen, model, restarts = _best_of_seeds(
             config,
@@ -418,7 +417,7 @@ def finetune(
             pretrained_dir=pretrained_dir,
             tracking_uri=tracking_uri,
             artifact_location=artifact_location,
-            run_name=run_name or config.name,
+            run_name=run_name,
             parent_run_id=parent_run_id,
             progress_log=progress_log,
         )
