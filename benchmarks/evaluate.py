@@ -104,6 +104,13 @@ def main() -> None:
         help="finetuning seed (row order, dropout, head initialization) of every model",
     )
     parser.add_argument(
+        "--mtf-batch-size",
+        type=int,
+        default=8,
+        help="rows per MTF step (single-task models take 8); 48 gives each of six tasks about "
+        "the 8 rows a single-task step has, in as many steps (BENCHMARKS.md, MTF batch size)",
+    )
+    parser.add_argument(
         "--restarts",
         type=int,
         default=1,
@@ -170,7 +177,6 @@ def main() -> None:
         ).model_dir
     lap("pretrain" if args.pretrained is None else "pretrain (reused)")
     common = dict(
-        batch_size=8,
         learning_rate=5e-4,
         max_epochs=args.finetune_epochs,
         keep_epoch=args.keep_epoch,
@@ -182,7 +188,12 @@ def main() -> None:
         labels,
         vocab,
         pretrained_dir,
-        FinetuneConfig(name="ehrmamba-mtf", max_steps=args.finetune_steps, **common),
+        FinetuneConfig(
+            name="ehrmamba-mtf",
+            max_steps=args.finetune_steps,
+            batch_size=args.mtf_batch_size,
+            **common,
+        ),
         output_dir=out / "mtf",
         progress_log=lambda line: print(line, flush=True),
         **tracking,
@@ -202,6 +213,7 @@ def main() -> None:
                 if args.finetune_steps > 0
                 else -1,
                 balance="none",
+                batch_size=8,
                 **common,
             ),
             output_dir=out / f"single-{task}",

@@ -54,6 +54,10 @@ class FinetuneRunConfig(dg.Config):
     keep_epoch: str = "best_tuning"
     """best_tuning (the epoch with the best mean tuning AUROC) | last."""
     batch_size: int = 8
+    """Rows per step, pooled over the tasks. On the 6,000-patient cohort, 48 (about the 8 rows
+    of each task that a single-task step sees) scored as well on tuning and better on every
+    held_out row of the two tasks checked (BENCHMARKS.md, MTF batch size); with max_epochs it
+    costs the same, with max_steps six times the rows."""
     learning_rate: float = 5e-4
     balance: str = "tasks"
     """none | tasks | tasks_and_labels (see ehrmamba.finetune.train)."""
