@@ -20,6 +20,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+SINGLE_TASK_BATCH = 8  # rows per single-task step
+
 
 def main() -> None:
     from ehrmamba.evaluate import (
@@ -63,7 +65,8 @@ def main() -> None:
         "--finetune-steps",
         type=int,
         default=-1,
-        help="MTF steps (single-task: this over the number of tasks); -1: --finetune-epochs",
+        help="MTF steps (single-task: as many rows over the number of tasks); -1: "
+        "--finetune-epochs",
     )
     parser.add_argument(
         "--finetune-epochs",
@@ -106,7 +109,7 @@ def main() -> None:
     parser.add_argument(
         "--mtf-batch-size",
         type=int,
-        default=8,
+        default=SINGLE_TASK_BATCH,
         help="rows per MTF step (single-task models take 8); 48 gives each of six tasks about "
         "the 8 rows a single-task step has, in as many steps (BENCHMARKS.md, MTF batch size)",
     )
@@ -209,11 +212,15 @@ def main() -> None:
             FinetuneConfig(
                 tasks=[task],
                 name=f"single-{task}",
-                max_steps=max(1, args.finetune_steps // len(tasks))
+                # a --finetune-steps cap gives each single-task model MTF's rows over the tasks
+                max_steps=max(
+                    1,
+                    args.finetune_steps * args.mtf_batch_size // (SINGLE_TASK_BATCH * len(tasks)),
+                )
                 if args.finetune_steps > 0
                 else -1,
                 balance="none",
-                batch_size=8,
+                batch_size=SINGLE_TASK_BATCH,
                 **common,
             ),
             output_dir=out / f"single-{task}",

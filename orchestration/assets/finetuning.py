@@ -57,7 +57,8 @@ class FinetuneRunConfig(dg.Config):
     """Rows per step, pooled over the tasks. On the 6,000-patient cohort, 48 (about the 8 rows
     of each task that a single-task step sees) scored as well on tuning and better on every
     held_out row of the two tasks checked (BENCHMARKS.md, MTF batch size); with max_epochs it
-    costs the same, with max_steps six times the rows."""
+    costs the same, with max_steps six times the rows. single_task_models divides MTF's steps,
+    not rows, among the tasks: raise its mtf_max_steps with this."""
     learning_rate: float = 5e-4
     balance: str = "tasks"
     """none | tasks | tasks_and_labels (see ehrmamba.finetune.train)."""
