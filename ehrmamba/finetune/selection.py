@@ -6,7 +6,7 @@ task's 2,000 labels or fewer) were best after their first epoch (BENCHMARKS.md).
 ``tuning`` at the end of every epoch and keeping the best weights lets one setting serve both,
 and leaves ``held_out`` untouched for the report. The same rule picks among whole runs started
 from different seeds (``FinetuneConfig.restarts``), since one MTF seed can land far below
-another and the tuning split shows it.
+another; the tuning split often shows it, though not always (BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -81,7 +81,9 @@ class FinetuneConfig:
     keep_epoch: Literal["best_tuning", "last"] = "best_tuning"
     # train this many times, with seeds seed, seed + 1, ..., and keep the run whose kept weights
     # score best on tuning: one MTF seed on the 6,000-patient cohort fell 0.10 AUROC below
-    # another on hypertension, and tuning showed it (BENCHMARKS.md, training-seed spread)
+    # another on hypertension, and tuning showed it (BENCHMARKS.md, training-seed spread). It
+    # does not always: seeds trade one task against another, which the mean over tasks hides
+    # (BENCHMARKS.md, choosing among seeds)
     restarts: int = 1
 
     def __post_init__(self) -> None:
