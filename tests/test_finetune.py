@@ -14,10 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from ehrmamba.finetune import FinetunedModel
 from ehrmamba.finetune.sampling import StratifiedCyclingSampler, balance_strata
-from ehrmamba.finetune.selection import BestWeights, mean_task_auroc
+from ehrmamba.finetune.selection import BestWeights, mean_task_auroc, task_aurocs
 from ehrmamba.finetune.train import (
     FinetuneConfig,
     best_f1_threshold,
@@ -227,6 +228,27 @@ def test_the_run_keeps_the_epoch_best_on_tuning_and_saves_its_weights(corpus, tm
     np.testing.assert_allclose(rescored, saved, rtol=1e-5, atol=1e-6)
     assert mean_task_auroc(tuning.tasks, tuning.labels, saved) == pytest.approx(per_epoch[kept])
 
+    # each task's tuning AUROC is logged beside the mean, per epoch, and the mean is theirs
+    per_task = {
+        task: [
+            m.value
+            for m in sorted(
+                client.get_metric_history(result.run_id, f"epoch_tuning_auroc.{task}"),
+                key=lambda m: m.step,
+            )
+        ]
+        for task in task_aurocs(tuning.tasks, tuning.labels, saved)
+    }
+    assert len(per_task) >= 2 and all(len(values) == 3 for values in per_task.values())
+    for epoch in range(3):
+        assert np.mean([v[epoch] for v in per_task.values()]) == pytest.approx(per_epoch[epoch])
+    task = sorted(per_task)[0]
+    rows = tuning.table["task"].to_numpy() == task
+    assert per_task[task][kept] == pytest.approx(
+        roc_auc_score(np.asarray(tuning.labels)[rows], saved[rows])
+    )
+    assert sum(f"({task} " in line for line in lines) == 3
+
 
 def test_restarts_keep_the_seed_best_on_tuning_in_a_parent_run(corpus, tmp_path) -> None:
     _, vocab, labels, pretrained_dir = corpus
@@ -267,6 +289,15 @@ def test_restarts_keep_the_seed_best_on_tuning_in_a_parent_run(corpus, tmp_path)
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
         [per_seed[0], per_seed[1], per_seed[2]]
     )
+    # each seed's per-task tuning AUROCs are logged on the parent, and their mean is its score
+    task_keys = [k for k in parent.data.metrics if k.startswith("restart_tuning_auroc.")]
+    assert len(task_keys) >= 2
+    by_task = {
+        k: sorted(client.get_metric_history(result.run_id, k), key=lambda m: m.step)
+        for k in task_keys
+    }
+    for seed in range(3):
+        assert np.mean([h[seed].value for h in by_task.values()]) == pytest.approx(per_seed[seed])
     assert parent.data.params["finetune.restarts"] == "3"
     assert parent.data.params[f"restart.seed{best_seed}.run_id"] == by_seed[best_seed].info.run_id
     assert sum("tuning mean AUROC" in line and ": seed " in line for line in lines) == 3

@@ -21,15 +21,35 @@ import torch
 from ehrmamba.evaluate.metrics import auroc
 
 
-def mean_task_auroc(tasks: Sequence[str], labels: Sequence[float], scores: np.ndarray) -> float:
-    """The mean over tasks of each task's AUROC; tasks with one class only are left out.
-
-    NaN when no task has both classes, so that selection falls back to the last epoch.
-    """
+def task_aurocs(
+    tasks: Sequence[str], labels: Sequence[float], scores: np.ndarray
+) -> dict[str, float]:
+    """Each task's AUROC, for the tasks that hold both classes (the others cannot rank)."""
     tasks_arr, labels_arr = np.asarray(tasks), np.asarray(labels)
-    rows = [tasks_arr == t for t in np.unique(tasks_arr)]
-    ranked = [a for r in rows if math.isfinite(a := auroc(labels_arr[r], scores[r]))]
-    return float(np.mean(ranked)) if ranked else math.nan
+    out: dict[str, float] = {}
+    for task in np.unique(tasks_arr):
+        rows = tasks_arr == task
+        if math.isfinite(value := auroc(labels_arr[rows], scores[rows])):
+            out[str(task)] = value
+    return out
+
+
+def mean_of(aurocs: dict[str, float]) -> float:
+    """The mean of per-task AUROCs; NaN when no task could be ranked, so that selection falls
+    back to the last candidate."""
+    return float(np.mean(list(aurocs.values()))) if aurocs else math.nan
+
+
+def describe_tasks(aurocs: dict[str, float]) -> str:
+    """`` (task a 0.912, task b 0.850)`` for a progress line; empty for one task."""
+    if len(aurocs) < 2:
+        return ""
+    return " (" + ", ".join(f"{t} {v:.3f}" for t, v in sorted(aurocs.items())) + ")"
+
+
+def mean_task_auroc(tasks: Sequence[str], labels: Sequence[float], scores: np.ndarray) -> float:
+    """The mean over tasks of each task's AUROC; tasks with one class only are left out."""
+    return mean_of(task_aurocs(tasks, labels, scores))
 
 
 class BestWeights:
@@ -67,31 +87,45 @@ class BestWeights:
 class SelectEpochOnTuning(L.Callback):
     """Scores the tuning split at every epoch's end and keeps the best epoch's weights.
 
-    ``score`` takes the model and returns (mean tuning AUROC, the tuning scores); the scores are
-    kept with the best weights so the run need not score tuning again after training.
+    ``score`` takes the model and returns (each task's tuning AUROC, the tuning scores); the
+    epoch is judged on the mean over tasks, and the scores are kept with the best weights so
+    the run need not score tuning again after training. Each task's AUROC is logged beside the
+    mean (``epoch_tuning_auroc.<task>``): the mean can hide one task falling as another rises.
     """
 
     def __init__(
         self,
-        score: Callable[[torch.nn.Module], tuple[float, np.ndarray]],
+        score: Callable[[torch.nn.Module], tuple[dict[str, float], np.ndarray]],
         *,
         log: Callable[[str], None] | None = None,
         label: str = "finetuning",
     ) -> None:
         self.score = score
         self.best = BestWeights()
+        self.epochs: list[dict] = []  # each epoch's mean and per-task tuning AUROC
         self._log = log
         self.label = label
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = pl_module.model
         was_training = model.training
-        auroc, scores = self.score(model)
+        per_task, scores = self.score(model)
         model.train(was_training)
+        auroc = mean_of(per_task)
         epoch = trainer.current_epoch
-        kept = self.best.offer(epoch, auroc, model, scores)
+        kept = self.best.offer(epoch, auroc, model, (per_task, scores))
         if trainer.logger is not None and math.isfinite(auroc):
-            trainer.logger.log_metrics({"epoch_tuning_auroc_mean": auroc}, step=epoch)
+            trainer.logger.log_metrics(
+                {
+                    "epoch_tuning_auroc_mean": auroc,
+                    **{f"epoch_tuning_auroc.{t}": v for t, v in per_task.items()},
+                },
+                step=epoch,
+            )
+        self.epochs.append({"epoch": epoch, "tuning_auroc_mean": auroc, "tuning_auroc": per_task})
         if self._log:
             note = " (best so far, kept)" if kept else f" (epoch {self.best.index} stays best)"
-            self._log(f"{self.label}: epoch {epoch} tuning mean AUROC {auroc:.4f}{note}")
+            self._log(
+                f"{self.label}: epoch {epoch} tuning mean AUROC {auroc:.4f}{note}"
+                + describe_tasks(per_task)
+            )

@@ -37,7 +37,13 @@ from ehrmamba.finetune.sampling import (
     StratifiedCyclingSampler,
     balance_strata,
 )
-from ehrmamba.finetune.selection import BestWeights, SelectEpochOnTuning, mean_task_auroc
+from ehrmamba.finetune.selection import (
+    BestWeights,
+    SelectEpochOnTuning,
+    describe_tasks,
+    mean_of,
+    task_aurocs,
+)
 from ehrmamba.model import EHRMambaForMultitask, EHRMambaForPretraining
 from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
 from ehrmamba.train.optim import adamw_with_warmup
@@ -194,8 +200,9 @@ class _Attempt:
     run_id: str
     tuning_scores: np.ndarray | None  # None when the label sequences hold no tuning row
     tuning_auroc: float  # mean over tasks; NaN when tuning cannot rank (one class, or no rows)
+    tuning_task_aurocs: dict[str, float]  # each task that tuning can rank
     kept_epoch: int | None  # None with keep_epoch="last"
-    epochs: list[dict[str, float]]
+    epochs: list[dict]  # each epoch: mean and per-task tuning AUROC
     trainer_metrics: dict[str, float]
 
 
@@ -228,9 +235,9 @@ def _train_attempt(
     selection = None
     if config.keep_epoch == "best_tuning" and len(tuning):
 
-        def score_tuning(m: torch.nn.Module) -> tuple[float, np.ndarray]:
+        def score_tuning(m: torch.nn.Module) -> tuple[dict[str, float], np.ndarray]:
             scores = predict_sequences(m, tuning, batch_size=config.eval_batch_size)
-            return mean_task_auroc(tuning.tasks, tuning.labels, scores), scores
+            return task_aurocs(tuning.tasks, tuning.labels, scores), scores
 
         selection = SelectEpochOnTuning(score_tuning, log=progress_log, label=label)
         callbacks.append(selection)
@@ -257,24 +264,22 @@ def _train_attempt(
     model = module.model.cpu().eval()
     tuning_scores = None
     kept_epoch = None
-    epochs: list[dict[str, float]] = []
+    per_task: dict[str, float] = {}
+    epochs: list[dict] = []
     if selection is not None and selection.best.state is not None:
         selection.best.restore(model)
-        tuning_scores = selection.best.payload
+        per_task, tuning_scores = selection.best.payload
         kept_epoch = selection.best.index
-        epochs = [{"epoch": e, "tuning_auroc_mean": a} for e, a in selection.best.history]
+        epochs = selection.epochs
     elif len(tuning):
         tuning_scores = predict_sequences(model, tuning, batch_size=config.eval_batch_size)
-    tuning_auroc = (
-        mean_task_auroc(tuning.tasks, tuning.labels, tuning_scores)
-        if tuning_scores is not None
-        else math.nan
-    )
+        per_task = task_aurocs(tuning.tasks, tuning.labels, tuning_scores)
     attempt = _Attempt(
         seed=seed,
         run_id=logger.run_id,
         tuning_scores=tuning_scores,
-        tuning_auroc=tuning_auroc,
+        tuning_auroc=mean_of(per_task),
+        tuning_task_aurocs=per_task,
         kept_epoch=kept_epoch,
         epochs=epochs,
         trainer_metrics={k: float(v) for k, v in trainer.callback_metrics.items()},
@@ -354,6 +359,7 @@ def _best_of_seeds(
                 "seed": seed,
                 "run_id": attempt.run_id,
                 "tuning_auroc_mean": attempt.tuning_auroc,
+                "tuning_auroc": attempt.tuning_task_aurocs,
                 "kept_epoch": attempt.kept_epoch,
             }
         )
@@ -361,6 +367,7 @@ def _best_of_seeds(
             note = " (best so far, kept)" if kept else f" (seed {best.payload.seed} stays best)"
             progress_log(
                 f"{config.name}: seed {seed} tuning mean AUROC {attempt.tuning_auroc:.4f}{note}"
+                + describe_tasks(attempt.tuning_task_aurocs)
             )
     best.restore(model)
     return best.payload, model, restarts
@@ -467,6 +474,8 @@ def finetune(
                 client.log_metric(
                     run_id, "restart_tuning_auroc_mean", r["tuning_auroc_mean"], step=i
                 )
+            for task, value in r["tuning_auroc"].items():
+                client.log_metric(run_id, f"restart_tuning_auroc.{task}", value, step=i)
     bundle = FinetunedModel(
         model,
         vocab,
