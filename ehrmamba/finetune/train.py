@@ -199,11 +199,15 @@ class _Attempt:
     seed: int
     run_id: str
     tuning_scores: np.ndarray | None  # None when the label sequences hold no tuning row
-    tuning_auroc: float  # mean over tasks; NaN when tuning cannot rank (one class, or no rows)
     tuning_task_aurocs: dict[str, float]  # each task that tuning can rank
     kept_epoch: int | None  # None with keep_epoch="last"
     epochs: list[dict]  # each epoch: mean and per-task tuning AUROC
     trainer_metrics: dict[str, float]
+
+    @property
+    def tuning_auroc(self) -> float:
+        """The mean over tasks; NaN when tuning cannot rank (one class, or no rows)."""
+        return mean_of(self.tuning_task_aurocs)
 
 
 def _train_attempt(
@@ -278,7 +282,6 @@ def _train_attempt(
         seed=seed,
         run_id=logger.run_id,
         tuning_scores=tuning_scores,
-        tuning_auroc=mean_of(per_task),
         tuning_task_aurocs=per_task,
         kept_epoch=kept_epoch,
         epochs=epochs,
