@@ -142,6 +142,94 @@ def test_paired_difference_sees_a_gap_that_separate_intervals_hide() -> None:
     assert np.isnan(one_class.estimate) and np.isnan(one_class.low)
 
 
+def test_recipe_difference_holds_the_seeds_noise_that_a_paired_interval_leaves_out() -> None:
+    """Recipe A trained twice lands once above reference B and once below it, each beyond its
+    paired interval; judged over A's seeds, the gap's interval spans both."""
+    rng = np.random.default_rng(3)
+    n = 800
+    y = rng.random(n) < 0.25
+    shared = rng.normal(0, 1.0, n)
+
+    def seed_of(signal: float) -> np.ndarray:
+        return 1 / (1 + np.exp(-(signal * y + shared + rng.normal(0, 0.5, n))))
+
+    good, poor, reference = seed_of(2.6), seed_of(1.4), seed_of(2.0)
+    above = m.paired_auroc_difference(y, good, reference)
+    below = m.paired_auroc_difference(y, poor, reference)
+    assert above.low > 0 and below.high < 0
+    recipe = m.recipe_auroc_difference(y, [good, poor], [reference])
+    expected = (roc_auc_score(y, good) + roc_auc_score(y, poor)) / 2 - roc_auc_score(y, reference)
+    assert recipe.estimate == pytest.approx(expected, abs=1e-12)
+    assert recipe.low < below.high and recipe.high > above.low
+    assert recipe.high - recipe.low > 2 * max(above.high - above.low, below.high - below.low)
+    # one seed a side is the paired interval, resample for resample
+    groups = np.arange(n) // 4
+    assert m.recipe_auroc_difference(y, [good], [reference], groups=groups) == pytest.approx(
+        m.paired_auroc_difference(y, good, reference, groups=groups), abs=1e-12
+    )
+    with pytest.raises(ValueError, match="each recipe needs the scores of at least one seed"):
+        m.recipe_auroc_difference(y, [], [reference])
+
+
+def test_evaluation_judges_recipes_over_their_seeds(tmp_path: Path) -> None:
+    """Three seeds of "mtf" against a deterministic baseline: the gap over seeds is computed on
+    the rows every seed scored, and the report shows it beside the paired gap."""
+    baseline = _predictions(600, 1.0, seed=7, model="xgb")
+    rng = np.random.default_rng(9)
+    seeds = [
+        baseline.assign(
+            model="mtf",
+            seed=k,
+            score=np.clip(baseline["score"] + rng.normal(0, 0.1 + 0.2 * k, 600), 0, 1),
+        )
+        for k in range(3)
+    ]
+    seeds[2] = seeds[2].iloc[40:]  # 20 held_out rows the third seed did not score
+    seed_frame = pd.concat(seeds, ignore_index=True)
+    kept = seeds[0].drop(columns="seed")
+    result = evaluate_models(
+        pd.concat([baseline, kept]),
+        tmp_path,
+        FAST,
+        comparisons=[("mtf", "xgb")],
+        seed_predictions=seed_frame,
+    )
+    row = result.paired.iloc[0]
+    assert (row["seeds_model"], row["seeds_reference"]) == (3, 1)
+    assert (row["n"], row["n_over_seeds"]) == (300, 280)
+    held = [s[(s["split"] == "held_out")].iloc[-280:] for s in seeds]
+    base = baseline[baseline["split"] == "held_out"].iloc[-280:]
+    expected = m.recipe_auroc_difference(
+        base["label"],
+        [s["score"].to_numpy() for s in held],
+        [base["score"].to_numpy()],
+        groups=base["subject_id"],
+        n_resamples=FAST.n_resamples,
+    )
+    assert (row["recipe_diff"], row["recipe_diff_low"], row["recipe_diff_high"]) == (
+        pytest.approx(expected.estimate),
+        pytest.approx(expected.low),
+        pytest.approx(expected.high),
+    )
+    assert row["recipe_diff_low"] < row["recipe_diff"] < row["recipe_diff_high"]
+    report = result.report_path.read_text()
+    assert "| seeds | gap over seeds | reading over seeds |" in report
+    gap = f"{expected.estimate:.4f} [{expected.low:.4f}, {expected.high:.4f}]"
+    assert f"| 3 v 1 | {gap} |" in report
+    # without seeds the report keeps the paired columns alone
+    plain = evaluate_models(
+        pd.concat([baseline, kept]), tmp_path / "plain", FAST, comparisons=[("mtf", "xgb")]
+    )
+    assert "gap over seeds" not in plain.report_path.read_text()
+    assert plain.paired.iloc[0]["seeds_model"] == 1 and np.isnan(
+        plain.paired.iloc[0]["recipe_diff"]
+    )
+    with pytest.raises(ValueError, match="seed_predictions need a 'seed' column"):
+        evaluate_models(
+            kept, tmp_path / "bad", FAST, comparisons=[("mtf", "mtf")], seed_predictions=kept
+        )
+
+
 def test_evaluation_pairs_models_on_the_rows_both_scored(tmp_path: Path) -> None:
     good = _predictions(600, 1.0, seed=7, model="good")
     worse = good.assign(

@@ -253,6 +253,12 @@ def test_the_run_keeps_the_epoch_best_on_tuning_and_saves_its_weights(corpus, tm
 def test_restarts_keep_the_seed_best_on_tuning_in_a_parent_run(corpus, tmp_path) -> None:
     _, vocab, labels, pretrained_dir = corpus
     path = _train_and_flipped_tuning(labels, tmp_path / "labels.parquet")
+    table = pq.read_table(path)
+    train = table.filter(pc.equal(table["split"], "train"))
+    held_out = train.set_column(
+        table.schema.get_field_index("split"), "split", pa.array(["held_out"] * len(train))
+    )
+    pq.write_table(pa.concat_tables([table, held_out]), path)
     tracking = _tracking(tmp_path)
     settings = dict(max_epochs=2, batch_size=8, learning_rate=3e-3, progress_bar=False)
     lines: list[str] = []
@@ -310,6 +316,24 @@ def test_restarts_keep_the_seed_best_on_tuning_in_a_parent_run(corpus, tmp_path)
     kept = result.predictions.query("split == 'tuning'").score.to_numpy()
     np.testing.assert_allclose(predict_sequences(bundle.model, tuning), kept, rtol=1e-5, atol=1e-6)
     assert mean_task_auroc(tuning.tasks, tuning.labels, kept) == pytest.approx(per_seed[best_seed])
+    # every seed's predictions are kept for judging the recipe over seeds: each seed's tuning
+    # rows give its logged score, and the kept seed's rows are the result's predictions
+    seeds = result.seed_predictions
+    assert sorted(seeds["seed"].unique()) == [0, 1, 2]
+    for seed, rows in seeds.groupby("seed"):
+        assert len(rows) == len(result.predictions)
+        tuned = rows[rows["split"] == "tuning"]
+        assert mean_task_auroc(
+            tuned["task"].tolist(), tuned["label"].to_numpy(), tuned["score"].to_numpy()
+        ) == pytest.approx(per_seed[seed])
+    mine = seeds[seeds["seed"] == best_seed].drop(columns="seed").reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, result.predictions.reset_index(drop=True))
+    held = seeds[seeds["split"] == "held_out"].pivot_table(
+        index=["subject_id", "prediction_time", "task"], columns="seed", values="score"
+    )
+    assert len(held) == len(held_out) and (held[0] != held[1]).any()
+    logged = {a.path for a in client.list_artifacts(result.run_id)}
+    assert "seed_predictions.parquet" in logged
     alone = finetune(
         path,
         vocab,

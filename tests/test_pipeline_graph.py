@@ -6,6 +6,7 @@ Real DuckDB files, a real ``dbt build``, real Great Expectations suites, in-proc
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -104,6 +105,12 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
         assert model in report["report"].value
     assert "| ehrmamba-mtf − ehrmamba-single-task | mortality_1m |" in report["report"].value
     assert "| ehrmamba-mtf − xgboost_counts | mortality_1m |" in report["report"].value
+    # MTF trained two seeds and single-task one: the report judges the recipes over seeds too
+    assert "| seeds | gap over seeds | reading over seeds |" in report["report"].value
+    assert re.search(
+        r"\| ehrmamba-mtf − ehrmamba-single-task \| \w+ \|.*\| 2 v 1 \| -?\d\.\d{4} \[",
+        report["report"].value,
+    )
     assert report["mlflow_run_id"].value == mtf["mlflow_run_id"].value
     checks = _checks(result)
     assert checks["meds_events_expectations"].passed

@@ -44,6 +44,13 @@ PAIRED_COLUMNS = [
     "auroc_diff_low",
     "auroc_diff_high",
     "note",
+    # the same gap between the recipes, over their seeds (see :func:`paired_differences`)
+    "seeds_model",
+    "seeds_reference",
+    "n_over_seeds",
+    "recipe_diff",
+    "recipe_diff_low",
+    "recipe_diff_high",
 ]
 REQUIRED_COLUMNS = ("subject_id", "prediction_time", "task", "split", "label", "score", "model")
 SPLITS = ("tuning", "held_out")
@@ -272,6 +279,7 @@ def evaluate_models(
     notes: Iterable[str] = (),
     title: str = "Evaluation on held_out",
     comparisons: Sequence[tuple[str, str]] = (),
+    seed_predictions: pd.DataFrame | None = None,
 ) -> EvaluationResult:
     """Metrics per model and task on ``held_out`` (threshold from ``tuning``), plots, report.
 
@@ -281,6 +289,9 @@ def evaluate_models(
     evaluable (NaN metrics and a note), never an error. ``notes`` are added to the report (e.g.
     tasks a baseline could not be fitted on). ``comparisons`` are ``(model, reference)`` pairs
     whose AUROC gap gets a paired interval per task (see :func:`paired_differences`).
+    ``seed_predictions`` (the same contract plus a ``seed`` column; ``model`` names the model
+    of ``predictions`` that the seed is a run of) add the gap between the recipes over their
+    seeds to those comparisons.
     """
     config = config or EvaluationConfig()
     if config.bootstrap_unit not in ("subject", "row"):
@@ -337,7 +348,7 @@ def evaluate_models(
         pd.concat(calibration_frames, ignore_index=True) if calibration_frames else pd.DataFrame()
     )
     summary = summarize(metrics)
-    paired = paired_differences(frame, comparisons, config)
+    paired = paired_differences(frame, comparisons, config, seed_predictions=seed_predictions)
 
     tables = []
     for name, table in (
@@ -377,17 +388,28 @@ def paired_differences(
     predictions: pd.DataFrame,
     comparisons: Sequence[tuple[str, str]],
     config: EvaluationConfig | None = None,
+    *,
+    seed_predictions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per task and ``(model, reference)`` pair: the held_out AUROC gap with a paired interval.
+    """Per task and ``(model, reference)`` pair: the held_out AUROC gap with a paired interval,
+    and, where ``seed_predictions`` give either side several seeds, the gap between the recipes.
 
     "Is model A below B beyond the interval" is a question about the gap, and the two models'
     separate intervals answer it badly: they share the patients. The rows both models scored
     (same subject and prediction time) are resampled together, by patient when
     ``config.bootstrap_unit`` is ``subject``. A task where the pair shares no rows, or the shared
     rows hold one class, gets NaN and a note.
+
+    That interval holds the patients' noise and none of the training seed's: another seed of
+    either model may land outside it. ``recipe_diff`` is the mean AUROC over one side's seeds
+    minus the other's, on the rows every seed of both scored, with an interval that draws the
+    seeds as well (:func:`ehrmamba.evaluate.metrics.recipe_auroc_difference`). A model without
+    seed predictions counts as its one seed (a deterministic baseline); a pair with one seed on
+    each side has no recipe columns, since they would repeat the paired ones.
     """
     config = config or EvaluationConfig()
     held = predictions[predictions["split"] == "held_out"]
+    seeds = _held_out_seeds(seed_predictions)
     keys = ["subject_id", "prediction_time"]
     rows = []
     for model, reference in comparisons:
@@ -420,8 +442,70 @@ def paired_differences(
                 row.update(
                     auroc_diff=gap.estimate, auroc_diff_low=gap.low, auroc_diff_high=gap.high
                 )
+                row.update(_recipe_gap(seeds, task, (model, a), (reference, b), config))
             rows.append(row)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _held_out_seeds(seed_predictions: pd.DataFrame | None) -> pd.DataFrame:
+    if seed_predictions is None or seed_predictions.empty:
+        return pd.DataFrame(columns=[*REQUIRED_COLUMNS, "seed"])
+    if "seed" not in seed_predictions.columns:
+        raise ValueError("seed_predictions need a 'seed' column: which run of the model each is")
+    frame = validate_predictions(seed_predictions)
+    return frame[frame["split"] == "held_out"]
+
+
+def _seed_scores(
+    seeds: pd.DataFrame, task: str, model: str, own: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Each seed's held_out rows of one model and task; the model's own rows if it has none."""
+    mine = seeds[(seeds["task"] == task) & (seeds["model"] == model)]
+    if mine.empty:
+        return {"": own}
+    columns = ["subject_id", "prediction_time", "label", "score"]
+    return {str(seed): part[columns] for seed, part in mine.groupby("seed", sort=True)}
+
+
+def _recipe_gap(
+    seeds: pd.DataFrame,
+    task: str,
+    model: tuple[str, pd.DataFrame],
+    reference: tuple[str, pd.DataFrame],
+    config: EvaluationConfig,
+) -> dict:
+    keys = ["subject_id", "prediction_time"]
+    sides = [_seed_scores(seeds, task, name, own) for name, own in (model, reference)]
+    counts = {"seeds_model": len(sides[0]), "seeds_reference": len(sides[1])}
+    if max(counts.values()) < 2:
+        return counts
+    # the rows every seed of both sides scored, in one order
+    shared = None
+    for side in sides:
+        for part in side.values():
+            rows = part[[*keys, "label"]] if shared is None else part[keys]
+            shared = rows if shared is None else shared.merge(rows, on=keys)
+    shared = shared.sort_values(keys, kind="stable").reset_index(drop=True)
+    y = shared["label"].to_numpy(bool)
+    counts["n_over_seeds"] = len(shared)
+    if not m.has_both_classes(y):
+        return counts
+    scores = [
+        [
+            shared[keys].merge(part, on=keys, how="left")["score"].to_numpy(float)
+            for part in side.values()
+        ]
+        for side in sides
+    ]
+    gap = m.recipe_auroc_difference(
+        y, scores[0], scores[1], **config.bootstrap_options(shared["subject_id"])
+    )
+    return {
+        **counts,
+        "recipe_diff": gap.estimate,
+        "recipe_diff_low": gap.low,
+        "recipe_diff_high": gap.high,
+    }
 
 
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:

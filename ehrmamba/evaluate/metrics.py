@@ -338,30 +338,77 @@ def paired_auroc_difference(
     ``groups``, the patients) once and scores both models on that draw, so the interval is that
     of the gap itself. Resamples where AUROC is undefined are left out.
     """
-    y, a = _arrays(y_true, score_a)
-    _, b = _arrays(y_true, score_b)
+    return recipe_auroc_difference(
+        y_true,
+        [score_a],
+        [score_b],
+        groups=groups,
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=confidence,
+        stratified=stratified,
+    )
+
+
+def recipe_auroc_difference(
+    y_true,
+    seeds_a: Sequence[Sequence | np.ndarray],
+    seeds_b: Sequence[Sequence | np.ndarray],
+    *,
+    groups: Sequence | np.ndarray | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    stratified: bool = True,
+) -> Interval:
+    """Mean AUROC over the seeds of recipe A minus that of recipe B, with an interval that holds
+    the training seed's noise as well as the patients'.
+
+    A paired interval between two trained models answers "is this model below that one"; it
+    says nothing of another seed of either, and two seeds of one recipe on the 6,000-patient
+    cohort differed beyond it in two pairs of six (BENCHMARKS.md, judging recipes over seeds).
+    "Is multitask finetuning below single-task finetuning" is a question about the recipes.
+    Each resample draws the patients once for every model (as :func:`paired_auroc_difference`
+    does) and each recipe's seeds with replacement, and takes the gap of the two seed means.
+    With one seed on each side this is exactly the paired interval. Every array of scores is
+    aligned with ``y_true``.
+    """
+    y = np.asarray(y_true).astype(bool)
+    scores = [[_arrays(y, s)[1] for s in side] for side in (seeds_a, seeds_b)]
+    if not scores[0] or not scores[1]:
+        raise ValueError("each recipe needs the scores of at least one seed")
     nan = float("nan")
-    point = auroc(y, a) - auroc(y, b)
+    point = float(np.mean([auroc(y, s) for s in scores[0]])) - float(
+        np.mean([auroc(y, s) for s in scores[1]])
+    )
     if np.isnan(point) or n_resamples <= 0:
         return Interval(point, nan, nan)
     rng = np.random.default_rng(seed)
     weights = bootstrap_weights(y, n_resamples, rng, groups=groups, stratified=stratified)
-    sorted_a, sorted_b = _Sorted.of(y, a), _Sorted.of(y, b)
-    chunk = max(1, _MAX_CELLS // max(1, len(y)))
-    gaps = []
-    for start in range(0, n_resamples, chunk):
-        w = weights[start : start + chunk]
-        gaps.append(
-            _weighted_auroc(sorted_a, w[:, sorted_a.order])
-            - _weighted_auroc(sorted_b, w[:, sorted_b.order])
-        )
-    values = np.concatenate(gaps)
+    means = []
+    for side in scores:
+        per_seed = np.stack([_resampled_auroc(y, s, weights) for s in side])  # (seeds, B)
+        picks = rng.integers(0, len(side), size=per_seed.shape)
+        means.append(np.take_along_axis(per_seed, picks, axis=0).mean(axis=0))
+    values = means[0] - means[1]
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return Interval(point, nan, nan)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return Interval(point, float(low), float(high))
+
+
+def _resampled_auroc(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC on each resample (row of ``weights``), chunked to bound memory."""
+    srt = _Sorted.of(y, s)
+    chunk = max(1, _MAX_CELLS // max(1, len(y)))
+    return np.concatenate(
+        [
+            _weighted_auroc(srt, weights[start : start + chunk][:, srt.order])
+            for start in range(0, len(weights), chunk)
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------------------------

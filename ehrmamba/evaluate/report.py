@@ -135,14 +135,22 @@ def write_report(
     return path
 
 
-def _gap_reading(row: pd.Series) -> str:
-    if math.isnan(row["auroc_diff_low"]):
+def _gap_reading(row: pd.Series, prefix: str = "auroc_diff") -> str:
+    low, high = row[f"{prefix}_low"], row[f"{prefix}_high"]
+    if math.isnan(low):
         return row["note"] or "n/a"
-    if row["auroc_diff_high"] < 0:
+    if high < 0:
         return "below, beyond the interval"
-    if row["auroc_diff_low"] > 0:
+    if low > 0:
         return "above, beyond the interval"
     return "within the interval"
+
+
+def _gap(row: pd.Series, prefix: str) -> str:
+    return (
+        f"{_num(row[prefix], 4)} [{_num(row[f'{prefix}_low'], 4)}, "
+        f"{_num(row[f'{prefix}_high'], 4)}]"
+    )
 
 
 def _paired_section(paired: pd.DataFrame, pct: int) -> list[str]:
@@ -154,12 +162,41 @@ def _paired_section(paired: pd.DataFrame, pct: int) -> list[str]:
         "gap itself, narrower than either model's own when their errors move together.",
         "",
     ]
+    over_seeds = "recipe_diff" in paired and paired["recipe_diff"].notna().any()
+    if over_seeds:
+        lines += [
+            "That interval holds the patients' noise, not the training seed's: another seed of "
+            "either model can land outside it. *Over seeds* compares the recipes: the mean "
+            "AUROC over each side's seeds (seeds: model v reference) on the rows every seed "
+            "scored, each resample drawing the patients once for all and each side's seeds "
+            "with replacement. Judge a recipe (is multitask finetuning below single-task?) on "
+            "that column, and the models in hand on the first.",
+            "",
+        ]
     rows = []
     for _, r in paired.iterrows():
-        gap = f"{_num(r.auroc_diff, 4)} [{_num(r.auroc_diff_low, 4)}, {_num(r.auroc_diff_high, 4)}]"
-        pair = f"{r.model} − {r.reference}"
-        rows.append([pair, r.task, int(r.n), int(r.n_positive), gap, _gap_reading(r)])
-    lines += _table(["model − reference", "task", "n", "positives", "AUROC gap", "reading"], rows)
+        row = [
+            f"{r.model} − {r.reference}",
+            r.task,
+            int(r.n),
+            int(r.n_positive),
+            _gap(r, "auroc_diff"),
+            _gap_reading(r),
+        ]
+        if over_seeds:
+            has = not math.isnan(r["recipe_diff"])
+            row += [
+                f"{int(r.seeds_model)} v {int(r.seeds_reference)}"
+                if not math.isnan(r["seeds_model"])
+                else "",
+                _gap(r, "recipe_diff") if has else "",
+                _gap_reading(r, "recipe_diff") if has else "",
+            ]
+        rows.append(row)
+    header = ["model − reference", "task", "n", "positives", "AUROC gap", "reading"]
+    if over_seeds:
+        header += ["seeds", "gap over seeds", "reading over seeds"]
+    lines += _table(header, rows)
     lines.append("")
     return lines
 

@@ -108,6 +108,12 @@ class FinetuneResult:
     metrics: dict[str, float]
     predictions: pd.DataFrame  # PREDICTION_COLUMNS, tuning and held_out rows
     thresholds: dict[str, float] = field(default_factory=dict)
+    # PREDICTION_COLUMNS + "seed": the tuning and held_out rows of every restart's kept weights
+    # (the chosen seed's are ``predictions``), so that evaluation can judge the recipe over
+    # seeds and not only the one model kept
+    seed_predictions: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=[*PREDICTION_COLUMNS, "seed"])
+    )
 
 
 class FinetuningModule(L.LightningModule):
@@ -199,6 +205,7 @@ class _Attempt:
     seed: int
     run_id: str
     tuning_scores: np.ndarray | None  # None when the label sequences hold no tuning row
+    held_out_scores: np.ndarray  # of the kept weights, in the held_out dataset's order
     tuning_task_aurocs: dict[str, float]  # each task that tuning can rank
     kept_epoch: int | None  # None with keep_epoch="last"
     epochs: list[dict]  # each epoch: mean and per-task tuning AUROC
@@ -217,6 +224,7 @@ def _train_attempt(
     vocab: Vocabulary,
     train: SequenceDataset,
     tuning: SequenceDataset,
+    held_out: SequenceDataset,
     pretrained_dir: Path,
     logger: MLFlowLogger,
     label: str,
@@ -282,6 +290,11 @@ def _train_attempt(
         seed=seed,
         run_id=logger.run_id,
         tuning_scores=tuning_scores,
+        held_out_scores=(
+            predict_sequences(model, held_out, batch_size=config.eval_batch_size)
+            if len(held_out)
+            else np.empty(0)
+        ),
         tuning_task_aurocs=per_task,
         kept_epoch=kept_epoch,
         epochs=epochs,
@@ -325,17 +338,18 @@ def _best_of_seeds(
     vocab: Vocabulary,
     train: SequenceDataset,
     tuning: SequenceDataset,
+    held_out: SequenceDataset,
     pretrained_dir: Path,
     tracking_uri: str,
     artifact_location: str,
     run_name: str,
     parent_run_id: str | None,
     progress_log: Callable[[str], None] | None,
-) -> tuple[_Attempt, EHRMambaForMultitask, list[dict]]:
+) -> tuple[_Attempt, EHRMambaForMultitask, list[_Attempt]]:
     """Train ``config.restarts`` times and return the run best on tuning, its model (with the
-    kept weights) and a summary of every run; with one restart, that run."""
+    kept weights) and every run; with one restart, that run."""
     best = BestWeights()
-    restarts: list[dict] = []
+    attempts: list[_Attempt] = []
     for restart in range(config.restarts):
         seed = config.seed + restart
         attempt, model = _train_attempt(
@@ -344,6 +358,7 @@ def _best_of_seeds(
             vocab=vocab,
             train=train,
             tuning=tuning,
+            held_out=held_out,
             pretrained_dir=pretrained_dir,
             logger=MLFlowLogger(
                 experiment_name=config.experiment,
@@ -357,15 +372,7 @@ def _best_of_seeds(
             progress_log=progress_log,
         )
         kept = best.offer(restart, attempt.tuning_auroc, model, payload=attempt)
-        restarts.append(
-            {
-                "seed": seed,
-                "run_id": attempt.run_id,
-                "tuning_auroc_mean": attempt.tuning_auroc,
-                "tuning_auroc": attempt.tuning_task_aurocs,
-                "kept_epoch": attempt.kept_epoch,
-            }
-        )
+        attempts.append(attempt)
         if parent_run_id and progress_log:
             note = " (best so far, kept)" if kept else f" (seed {best.payload.seed} stays best)"
             progress_log(
@@ -373,7 +380,7 @@ def _best_of_seeds(
                 + describe_tasks(attempt.tuning_task_aurocs)
             )
     best.restore(model)
-    return best.payload, model, restarts
+    return best.payload, model, attempts
 
 
 def finetune(
@@ -409,6 +416,7 @@ def finetune(
         )
     tasks = sorted(set(train.tasks))
     tuning = SequenceDataset(label_sequences, splits=["tuning"], tasks=tasks)
+    held_out = SequenceDataset(label_sequences, splits=["held_out"], tasks=tasks)
     if config.restarts > 1 and len(tuning) == 0:
         raise ValueError(
             f"restarts={config.restarts} picks the seed best on the tuning split, and "
@@ -421,11 +429,12 @@ def finetune(
     if config.restarts > 1:
         parent_run_id = _start_parent_run(client, config.experiment, run_name, artifact_location)
     try:
-        chosen, model, restarts = _best_of_seeds(
+        chosen, model, attempts = _best_of_seeds(
             config,
             vocab=vocab,
             train=train,
             tuning=tuning,
+            held_out=held_out,
             pretrained_dir=pretrained_dir,
             tracking_uri=tracking_uri,
             artifact_location=artifact_location,
@@ -438,17 +447,23 @@ def finetune(
             client.set_terminated(parent_run_id, "FAILED")
         raise
 
-    frames = []
-    if chosen.tuning_scores is not None:
-        frames.append(predictions_frame(tuning, chosen.tuning_scores, config.name))
-    held_out = SequenceDataset(label_sequences, splits=["held_out"], tasks=tasks)
-    if len(held_out):
-        scores = predict_sequences(model, held_out, batch_size=config.eval_batch_size)
-        frames.append(predictions_frame(held_out, scores, config.name))
-    predictions = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+    restarts = [
+        {
+            "seed": a.seed,
+            "run_id": a.run_id,
+            "tuning_auroc_mean": a.tuning_auroc,
+            "tuning_auroc": a.tuning_task_aurocs,
+            "kept_epoch": a.kept_epoch,
+        }
+        for a in attempts
+    ]
+    predictions = _attempt_predictions(chosen, tuning, held_out, config.name)
+    seed_predictions = pd.concat(
+        [
+            _attempt_predictions(a, tuning, held_out, config.name).assign(seed=a.seed)
+            for a in attempts
+        ],
+        ignore_index=True,
     )
     tuning_rows = predictions[predictions["split"] == "tuning"]
     thresholds = {
@@ -499,6 +514,10 @@ def finetune(
         path = Path(tmp) / "predictions.parquet"
         predictions.to_parquet(path, index=False)
         client.log_artifact(run_id, str(path))
+        if parent_run_id:
+            path = Path(tmp) / "seed_predictions.parquet"
+            seed_predictions.to_parquet(path, index=False)
+            client.log_artifact(run_id, str(path))
         summary = Path(tmp) / "finetuning.json"
         summary.write_text(
             json.dumps(
@@ -521,7 +540,21 @@ def finetune(
         metrics=metrics,
         predictions=predictions,
         thresholds=thresholds,
+        seed_predictions=seed_predictions,
     )
+
+
+def _attempt_predictions(
+    attempt: _Attempt, tuning: SequenceDataset, held_out: SequenceDataset, name: str
+) -> pd.DataFrame:
+    frames = []
+    if attempt.tuning_scores is not None:
+        frames.append(predictions_frame(tuning, attempt.tuning_scores, name))
+    if len(held_out):
+        frames.append(predictions_frame(held_out, attempt.held_out_scores, name))
+    if not frames:
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
 
 
 def load_finetuned_from_mlflow(run_id: str, tracking_uri: str) -> FinetunedModel:

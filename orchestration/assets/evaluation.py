@@ -152,11 +152,19 @@ def model_evaluation(
     mtf_record = json.loads(finetune_record_path(platform, "mtf").read_text())
     mtf = pd.read_parquet(mtf_record["predictions"])
     frames = [mtf]
+    seed_frames = [pd.read_parquet(mtf_record["seed_predictions"])]
     single_index = finetune_record_path(platform, "single")
     if single_index.exists():
-        singles = [pd.read_parquet(p) for p in json.loads(single_index.read_text()).values()]
-        if singles:
-            frames.append(pd.concat(singles).assign(model=SINGLE_NAME))
+        entries = json.loads(single_index.read_text()).values()
+        if entries:
+            frames.append(
+                pd.concat(pd.read_parquet(e["predictions"]) for e in entries).assign(
+                    model=SINGLE_NAME
+                )
+            )
+            seed_frames += [
+                pd.read_parquet(e["seed_predictions"]).assign(model=SINGLE_NAME) for e in entries
+            ]
     tasks = sorted(set(mtf["task"]))
     with duckdb.get_connection() as con:
         baselines = run_matched_baselines(
@@ -182,6 +190,8 @@ def model_evaluation(
         notes=notes,
         # what the comparison is for: is MTF below single-task, is it above the count baseline
         comparisons=[(MTF_NAME, ref) for ref in (SINGLE_NAME, XGBOOST_NAME) if ref in present],
+        # every restart of the EHRMamba runs: the same gaps judged over training seeds
+        seed_predictions=pd.concat(seed_frames, ignore_index=True),
     )
     if forecasting:
         (out_dir / "forecasting.json").write_text(json.dumps(forecasting, indent=2))

@@ -176,11 +176,15 @@ def _finetune(context, platform, config: FinetuneConfig, record: str) -> dict:
     )
     predictions = result.bundle_dir.parent / "predictions.parquet"
     result.predictions.to_parquet(predictions, index=False)
+    seed_predictions = result.bundle_dir.parent / "seed_predictions.parquet"
+    result.seed_predictions.to_parquet(seed_predictions, index=False)
     info = {
         "name": config.name,
         "run_id": result.run_id,
         "bundle_dir": str(result.bundle_dir.resolve()),
         "predictions": str(predictions.resolve()),
+        # every restart's predictions, for the evaluation's comparison of recipes over seeds
+        "seed_predictions": str(seed_predictions.resolve()),
         "pretrained_run_id": pretrained.get("mlflow_run_id"),
         "pretrained_model_dir": str(pretrained["model_dir"]),
         "metrics": result.metrics,
@@ -281,7 +285,15 @@ def single_task_models(
             f"single-{task}",
         )
     index = finetune_record_path(platform, "single")
-    index.write_text(json.dumps({t: r["predictions"] for t, r in records.items()}, indent=2))
+    index.write_text(
+        json.dumps(
+            {
+                t: {"predictions": r["predictions"], "seed_predictions": r["seed_predictions"]}
+                for t, r in records.items()
+            },
+            indent=2,
+        )
+    )
     return dg.MaterializeResult(
         metadata={
             "steps_per_task": steps,
