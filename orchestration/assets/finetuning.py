@@ -66,7 +66,8 @@ class FinetuneRunConfig(dg.Config):
     restarts: int = 1
     """Train this many times (seeds seed, seed + 1, ...) and keep the run best on tuning: a
     guard for scheduled retraining, since one MTF seed can land far below another (BENCHMARKS.md,
-    training-seed spread). Each costs one more run."""
+    training-seed spread). Each costs one more run; every seed's predictions go to the
+    evaluation, which judges MTF against single-task over seeds (BENCHMARKS.md)."""
 
 
 class SingleTaskRunConfig(dg.Config):
@@ -81,7 +82,9 @@ class SingleTaskRunConfig(dg.Config):
     learning_rate: float = 5e-4
     seed: int = 0
     restarts: int = 1
-    """Seeds per task, the best on tuning kept; match the MTF run's for a fair comparison."""
+    """Seeds per task, the best on tuning kept; match the MTF run's for a fair comparison. The
+    evaluation compares MTF with single-task over every seed of both as well as between the
+    two models kept."""
 
 
 def _labels_path(platform: PlatformSettings):
