@@ -142,6 +142,19 @@ def test_paired_difference_sees_a_gap_that_separate_intervals_hide() -> None:
     assert np.isnan(one_class.estimate) and np.isnan(one_class.low)
 
 
+def _cells(row: pd.Series, prefix: str) -> tuple:
+    """A paired-table row's estimate and interval under one column prefix."""
+    return row[prefix], row[f"{prefix}_low"], row[f"{prefix}_high"]
+
+
+def _approx(interval: m.Interval) -> tuple:
+    return (
+        pytest.approx(interval.estimate),
+        pytest.approx(interval.low),
+        pytest.approx(interval.high),
+    )
+
+
 def test_recipe_difference_holds_the_seeds_noise_that_a_paired_interval_leaves_out() -> None:
     """Recipe A trained twice lands once above reference B and once below it, each beyond its
     paired interval; judged over A's seeds, the gap's interval spans both."""
@@ -206,11 +219,7 @@ def test_evaluation_judges_recipes_over_their_seeds(tmp_path: Path) -> None:
         groups=base["subject_id"],
         n_resamples=FAST.n_resamples,
     )
-    assert (row["recipe_diff"], row["recipe_diff_low"], row["recipe_diff_high"]) == (
-        pytest.approx(expected.estimate),
-        pytest.approx(expected.low),
-        pytest.approx(expected.high),
-    )
+    assert _cells(row, "recipe_diff") == _approx(expected)
     assert row["recipe_diff_low"] < row["recipe_diff"] < row["recipe_diff_high"]
     report = result.report_path.read_text()
     assert "| seeds | gap over seeds | reading over seeds |" in report
@@ -260,11 +269,7 @@ def test_evaluation_pairs_models_on_the_rows_both_scored(tmp_path: Path) -> None
         groups=held["subject_id"],
         n_resamples=FAST.n_resamples,
     )
-    assert (row["auroc_diff"], row["auroc_diff_low"], row["auroc_diff_high"]) == (
-        pytest.approx(expected.estimate),
-        pytest.approx(expected.low),
-        pytest.approx(expected.high),
-    )
+    assert _cells(row, "auroc_diff") == _approx(expected)
     assert row["auroc_diff_high"] < 0
     report = result.report_path.read_text()
     assert "## Paired AUROC differences" in report

@@ -306,17 +306,21 @@ def bootstrap_metrics(
         w = w[:, srt.order]
         draws["auroc"].append(_weighted_auroc(srt, w))
         draws["auprc"].append(_weighted_auprc(srt, w))
+    return {
+        name: _percentile_interval(point[name], np.concatenate(parts), confidence)
+        for name, parts in draws.items()
+    }
+
+
+def _percentile_interval(point: float, values: np.ndarray, confidence: float) -> Interval:
+    """The point estimate with the percentile interval of its resampled values; resamples
+    where the metric is undefined (NaN) are left out."""
+    values = values[~np.isnan(values)]
+    if np.isnan(point) or len(values) == 0:
+        return Interval(point, float("nan"), float("nan"))
     alpha = (1.0 - confidence) / 2.0
-    out = {}
-    for name, parts in draws.items():
-        values = np.concatenate(parts)
-        values = values[~np.isnan(values)]
-        if np.isnan(point[name]) or len(values) == 0:
-            out[name] = Interval(point[name], nan, nan)
-        else:
-            low, high = np.quantile(values, [alpha, 1.0 - alpha])
-            out[name] = Interval(point[name], float(low), float(high))
-    return out
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return Interval(point, float(low), float(high))
 
 
 def paired_auroc_difference(
@@ -390,13 +394,7 @@ def recipe_auroc_difference(
         per_seed = np.stack([_resampled_auroc(y, s, weights) for s in side])  # (seeds, B)
         picks = rng.integers(0, len(side), size=per_seed.shape)
         means.append(np.take_along_axis(per_seed, picks, axis=0).mean(axis=0))
-    values = means[0] - means[1]
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return Interval(point, nan, nan)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(values, [alpha, 1.0 - alpha])
-    return Interval(point, float(low), float(high))
+    return _percentile_interval(point, means[0] - means[1], confidence)
 
 
 def _resampled_auroc(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> np.ndarray:
