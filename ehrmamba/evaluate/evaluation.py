@@ -479,24 +479,18 @@ def _recipe_gap(
     counts = {"seeds_model": len(sides[0]), "seeds_reference": len(sides[1])}
     if max(counts.values()) < 2:
         return counts
-    # the rows every seed of both sides scored, in one order
-    shared = None
-    for side in sides:
-        for part in side.values():
-            rows = part[[*keys, "label"]] if shared is None else part[keys]
-            shared = rows if shared is None else shared.merge(rows, on=keys)
+    # one row per label row every seed of both sides scored, one score column per seed
+    parts = [part for side in sides for part in side.values()]
+    shared = parts[0][[*keys, "label"]]
+    for i, part in enumerate(parts):
+        shared = shared.merge(part[[*keys, "score"]].rename(columns={"score": i}), on=keys)
     shared = shared.sort_values(keys, kind="stable").reset_index(drop=True)
     y = shared["label"].to_numpy(bool)
     counts["n_over_seeds"] = len(shared)
     if not m.has_both_classes(y):
         return counts
-    scores = [
-        [
-            shared[keys].merge(part, on=keys, how="left")["score"].to_numpy(float)
-            for part in side.values()
-        ]
-        for side in sides
-    ]
+    columns = [shared[i].to_numpy(float) for i in range(len(parts))]
+    scores = [columns[: len(sides[0])], columns[len(sides[0]) :]]
     gap = m.recipe_auroc_difference(
         y, scores[0], scores[1], **config.bootstrap_options(shared["subject_id"])
     )
