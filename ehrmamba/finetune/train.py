@@ -457,13 +457,17 @@ def finetune(
         }
         for a in attempts
     ]
-    predictions = _attempt_predictions(chosen, tuning, held_out, config.name)
     seed_predictions = pd.concat(
         [
             _attempt_predictions(a, tuning, held_out, config.name).assign(seed=a.seed)
             for a in attempts
         ],
         ignore_index=True,
+    )
+    predictions = (
+        seed_predictions[seed_predictions["seed"] == chosen.seed]
+        .drop(columns="seed")
+        .reset_index(drop=True)
     )
     tuning_rows = predictions[predictions["split"] == "tuning"]
     thresholds = {
