@@ -21,6 +21,7 @@ from ehrmamba.finetune.sampling import StratifiedCyclingSampler, balance_strata
 from ehrmamba.finetune.selection import BestWeights, mean_task_auroc, task_aurocs
 from ehrmamba.finetune.train import (
     FinetuneConfig,
+    FinetuningModule,
     best_f1_threshold,
     finetune,
     load_finetuned_from_mlflow,
@@ -31,9 +32,11 @@ from ehrmamba.tokenize import (
     LabelSample,
     SequenceDataset,
     TokenizerConfig,
+    collate_sequences,
     fit_vocabulary,
     write_label_sequences,
 )
+from ehrmamba.train.pretrain import MODEL_INPUTS
 
 TASKS = ["mortality_1m", "readmission_1m", "hypertension_1y"]
 MAX_LEN = 96
@@ -363,6 +366,52 @@ def test_restarts_need_a_tuning_split_to_choose_on(corpus, tmp_path) -> None:
         )
     with pytest.raises(ValueError, match="restarts must be at least 1, not 0"):
         FinetuneConfig(restarts=0)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_task_loss_weights_scale_each_rows_loss_by_its_task(corpus) -> None:
+    _, _, labels, pretrained_dir = corpus
+    train = SequenceDataset(labels, splits=["train"], tasks=TASKS)
+    rows = [next(i for i in range(len(train)) if train.tasks[i] == t) for t in TASKS]
+    batch = collate_sequences([train[i] for i in rows])
+    assert batch["task"] == TASKS
+    torch.manual_seed(1)
+    model = EHRMambaForMultitask.from_pretraining(
+        EHRMambaForPretraining.from_pretrained(pretrained_dir)
+    ).eval()
+    inputs = {k: batch[k] for k in MODEL_INPUTS}
+    with torch.no_grad():
+        logits = model(**inputs).logits.float()
+        per_row = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, batch["labels"].float(), reduction="none"
+        )
+
+        def step_loss(weights: dict[str, float]) -> float:
+            module = FinetuningModule(model, FinetuneConfig(task_loss_weights=weights))
+            return float(module.training_step(batch, 0))
+
+        # unweighted: the model's own loss; hypertension at 3: its row counts three times
+        assert step_loss({}) == pytest.approx(float(model(**inputs, labels=batch["labels"]).loss))
+        weighted = (per_row[0] + per_row[1] + 3 * per_row[2]) / 3
+        assert step_loss({"hypertension_1y": 3.0}) == pytest.approx(float(weighted))
+        assert float(weighted) != pytest.approx(float(per_row.mean()))
+
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="task_loss_weights must be positive and finite"):
+            FinetuneConfig(task_loss_weights={"hypertension_1y": bad})
+
+
+def test_task_loss_weights_must_name_tasks_the_run_trains(corpus, tmp_path) -> None:
+    _, vocab, labels, pretrained_dir = corpus
+    with pytest.raises(ValueError, match=r"names task\(s\) \['mortality_1y'\] not trained here"):
+        finetune(
+            labels,
+            vocab,
+            pretrained_dir,
+            FinetuneConfig(task_loss_weights={"mortality_1y": 2.0}, progress_bar=False),
+            output_dir=tmp_path / "out",
+            **_tracking(tmp_path),
+        )
 
 
 def test_a_failed_restart_marks_the_parent_run_failed(corpus, tmp_path) -> None:

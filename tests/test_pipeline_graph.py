@@ -11,10 +11,12 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import mlflow
 import pyarrow.parquet as pq
 import pytest
 
 from ehrmamba.meds_io import import_meds
+from ehrmamba.settings import Settings
 from ehrmamba.synth import write_cohort
 from orchestration.dbt_project import run_dbt
 from orchestration.presets import load_preset
@@ -70,6 +72,9 @@ def clean_run(tmp_path_factory):
     write_cohort(source, 80, seed=1)
     run_config = load_preset("tiny")
     run_config["ops"]["training__finetuned_model"]["config"]["restarts"] = 2
+    run_config["ops"]["training__finetuned_model"]["config"]["task_loss_weights"] = {
+        "mortality_1m": 2.0
+    }
     with pytest.MonkeyPatch.context() as mp:
         result = _run(home, source, mp, run_config)
     return home, result
@@ -100,6 +105,16 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
     # the evaluated and registered model is the MTF parent run's, which names the seed it kept
     mtf = result.asset_materializations_for_node("training__finetuned_model")[0].metadata
     assert mtf["kept_seed"].value in (0, 1)
+    # the launchpad's task_loss_weights reached the MTF runs (parent and both seeds), and no
+    # single-task run
+    client = mlflow.MlflowClient(Settings.from_env().with_home(home).mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name("ehrmamba-finetuning")
+    weights: dict[str, list[str]] = {}
+    for run in client.search_runs([experiment.experiment_id]):
+        params = run.data.params
+        weights.setdefault(params["finetune.name"], []).append(params["finetune.task_loss_weights"])
+    assert weights.pop("ehrmamba-mtf") == ["{'mortality_1m': 2.0}"] * 3
+    assert weights and all(w == ["{}"] for w in weights.values())
     report = result.asset_materializations_for_node("evaluation__model_evaluation")[0].metadata
     for model in ("ehrmamba-mtf", "ehrmamba-single-task", "xgboost_counts", "logreg_counts"):
         assert model in report["report"].value

@@ -25,6 +25,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -76,6 +77,10 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     gradient_clip_val: float = 1.0
     balance: Literal["none", "tasks", "tasks_and_labels"] = "tasks"
+    # each row's loss is multiplied by its task's weight (tasks not named: 1). Balancing picks
+    # which rows a step sees; this sets how hard each task pulls on the shared model, e.g. to
+    # lift a task that MTF learns worse than its single-task model (BENCHMARKS.md)
+    task_loss_weights: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     accelerator: str = "auto"
     eval_batch_size: int = 32
@@ -99,6 +104,9 @@ class FinetuneConfig:
             raise ValueError(f"keep_epoch must be 'best_tuning' or 'last', not {self.keep_epoch!r}")
         if self.restarts < 1:
             raise ValueError(f"restarts must be at least 1, not {self.restarts}")
+        bad = {t: w for t, w in self.task_loss_weights.items() if not (w > 0 and math.isfinite(w))}
+        if bad:
+            raise ValueError(f"task_loss_weights must be positive and finite, not {bad}")
 
 
 @dataclass
@@ -124,7 +132,15 @@ class FinetuningModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         inputs = {k: batch[k] for k in MODEL_INPUTS}
-        loss = self.model(**inputs, labels=batch["labels"]).loss
+        logits = self.model(**inputs).logits.float()
+        row_losses = F.binary_cross_entropy_with_logits(
+            logits, batch["labels"].float(), reduction="none"
+        )
+        weights = self.config.task_loss_weights
+        if weights:
+            row_weights = [weights.get(task, 1.0) for task in batch["task"]]
+            row_losses = row_losses * torch.tensor(row_weights, device=logits.device)
+        loss = row_losses.mean()
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -415,6 +431,9 @@ def finetune(
             f"{label_sequences} holds no train-split label sequence for {config.tasks}"
         )
     tasks = sorted(set(train.tasks))
+    unknown = sorted(set(config.task_loss_weights) - set(tasks))
+    if unknown:
+        raise ValueError(f"task_loss_weights names task(s) {unknown} not trained here: {tasks}")
     tuning = SequenceDataset(label_sequences, splits=["tuning"], tasks=tasks)
     held_out = SequenceDataset(label_sequences, splits=["held_out"], tasks=tasks)
     if config.restarts > 1 and len(tuning) == 0:

@@ -62,6 +62,9 @@ class FinetuneRunConfig(dg.Config):
     learning_rate: float = 5e-4
     balance: str = "tasks"
     """none | tasks | tasks_and_labels (see ehrmamba.finetune.train)."""
+    task_loss_weights: dict[str, float] = Field(default_factory=dict)
+    """Multiplies each row's loss by its task's weight (tasks not named: 1), e.g.
+    {"fluid_electrolyte_1y": 3.0} for a task MTF learns worse than its single-task model."""
     seed: int = 0
     restarts: int = 1
     """Train this many times (seeds seed, seed + 1, ...) and keep the run best on tuning: a
@@ -232,6 +235,7 @@ def finetuned_model(
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             balance=config.balance,  # type: ignore[arg-type]
+            task_loss_weights=dict(config.task_loss_weights),
             seed=config.seed,
             restarts=config.restarts,
             progress_bar=False,
