@@ -5,9 +5,10 @@ shuffled, each ends (or starts) with its task token, and one shared head answers
 with one task is single-task finetuning, the comparison the paper makes. Balancing is a sampler
 choice: ``none`` (pooled as they come), ``tasks`` (each task drawn equally often), or
 ``tasks_and_labels`` (each task equally, and within a task positives and negatives equally);
-see :mod:`ehrmamba.finetune.sampling`. Which epoch's weights the run keeps is the best on the
-tuning split by default (see :mod:`ehrmamba.finetune.selection`), and with ``restarts`` the same
-split picks among runs from several seeds.
+see :mod:`ehrmamba.finetune.sampling`. ``task_loss_weights`` is the other knob: it leaves the
+draw alone and scales how much each task's rows count in the loss. Which epoch's weights the run
+keeps is the best on the tuning split by default (see :mod:`ehrmamba.finetune.selection`), and
+with ``restarts`` the same split picks among runs from several seeds.
 """
 
 from __future__ import annotations
