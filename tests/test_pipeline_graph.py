@@ -113,7 +113,7 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
     for run in client.search_runs([experiment.experiment_id]):
         params = run.data.params
         weights.setdefault(params["finetune.name"], []).append(params["finetune.task_loss_weights"])
-    assert weights.pop("ehrmamba-mtf") == ["{'mortality_1m': 2.0}"] * 3
+    assert weights.pop("ehrmamba-mtf") == ['{"mortality_1m": 2.0}'] * 3
     assert weights and all(w == ["{}"] for w in weights.values())
     report = result.asset_materializations_for_node("evaluation__model_evaluation")[0].metadata
     for model in ("ehrmamba-mtf", "ehrmamba-single-task", "xgboost_counts", "logreg_counts"):

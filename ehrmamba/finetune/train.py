@@ -26,7 +26,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -133,15 +132,13 @@ class FinetuningModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         inputs = {k: batch[k] for k in MODEL_INPUTS}
-        logits = self.model(**inputs).logits.float()
-        row_losses = F.binary_cross_entropy_with_logits(
-            logits, batch["labels"].float(), reduction="none"
-        )
         weights = self.config.task_loss_weights
-        if weights:
-            row_weights = [weights.get(task, 1.0) for task in batch["task"]]
-            row_losses = row_losses * torch.tensor(row_weights, device=logits.device)
-        loss = row_losses.mean()
+        row_weights = (
+            torch.tensor([weights.get(t, 1.0) for t in batch["task"]], device=self.device)
+            if weights
+            else None
+        )
+        loss = self.model(**inputs, labels=batch["labels"], loss_weights=row_weights).loss
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -328,7 +325,12 @@ def _run_params(
         for t in sorted(set(train.tasks))
     }
     return {
-        **{f"finetune.{k}": v for k, v in asdict(config).items()},
+        # dicts as JSON: Lightning's log_hyperparams would otherwise flatten them into one
+        # parameter per key (none at all for an empty one), unlike the parent run's
+        **{
+            f"finetune.{k}": json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+            for k, v in asdict(config).items()
+        },
         **{f"model.{k}": v for k, v in model.config.to_dict().items() if k != "extra"},
         "vocab.version": vocab.version,
         "data.train_sequences": len(train),

@@ -674,7 +674,9 @@ class EHRMambaForMultitask(EHRMambaPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         pos_weight: torch.Tensor | None = None,
+        loss_weights: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
+        """``loss_weights`` (batch,) scales each row's loss before the mean, e.g. by its task."""
         hidden = self.backbone(
             input_ids,
             token_type_ids,
@@ -688,7 +690,7 @@ class EHRMambaForMultitask(EHRMambaPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.binary_cross_entropy_with_logits(
-                logits.float(), labels.float(), pos_weight=pos_weight
+                logits.float(), labels.float(), weight=loss_weights, pos_weight=pos_weight
             )
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden)
 
