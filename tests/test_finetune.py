@@ -3,6 +3,7 @@ between the batch scoring path and the one-patient path that serving uses."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -135,8 +136,11 @@ def test_mean_task_auroc_leaves_out_tasks_with_one_class() -> None:
     assert np.isnan(mean_task_auroc(["c", "c"], [0, 0], np.array([0.1, 0.2])))
 
 
-def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, tmp_path) -> None:
+def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(
+    corpus, tmp_path, monkeypatch
+) -> None:
     db, vocab, labels, pretrained_dir = corpus
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = FinetuneConfig(max_epochs=3, batch_size=8, learning_rate=1e-3, progress_bar=False)
     lines: list[str] = []
     result = finetune(
@@ -148,6 +152,8 @@ def test_mtf_trains_one_model_for_all_tasks_and_serves_the_same_scores(corpus, t
         progress_log=lines.append,
         **_tracking(tmp_path),
     )
+    # the run's own store does not become the process's default (Settings reads the variable)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     table = pq.read_table(labels).to_pandas()
     preds = result.predictions
     evaluated = table[table.split.isin(["tuning", "held_out"])]

@@ -50,6 +50,7 @@ from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
 from ehrmamba.train.optim import adamw_with_warmup
 from ehrmamba.train.pretrain import MODEL_INPUTS, _precision
 from ehrmamba.train.progress import LogProgress
+from ehrmamba.train.tracking_scope import process_tracking_uri_kept
 
 BUNDLE_ARTIFACT = "finetuned_model"
 PREDICTION_COLUMNS = (
@@ -402,6 +403,7 @@ def _best_of_seeds(
     return best.payload, model, attempts
 
 
+@process_tracking_uri_kept()
 def finetune(
     label_sequences: Path,
     vocab: Vocabulary,

@@ -28,6 +28,7 @@ from ehrmamba.model import EHRMambaConfig, EHRMambaForPretraining
 from ehrmamba.tokenize import SequenceDataset, Vocabulary, collate_sequences
 from ehrmamba.train.optim import adamw_with_warmup
 from ehrmamba.train.progress import LogProgress
+from ehrmamba.train.tracking_scope import process_tracking_uri_kept
 
 MODEL_INPUTS = (
     "input_ids",
@@ -149,6 +150,7 @@ def _precision(accelerator: str) -> str:
     return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
 
 
+@process_tracking_uri_kept()
 def pretrain(
     sequences: Path,
     vocab: Vocabulary,
