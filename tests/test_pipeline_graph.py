@@ -15,6 +15,7 @@ import mlflow
 import pyarrow.parquet as pq
 import pytest
 
+from ehrmamba.finetune.train import FinetuneConfig
 from ehrmamba.meds_io import import_meds
 from ehrmamba.settings import Settings
 from ehrmamba.synth import write_cohort
@@ -108,7 +109,7 @@ def test_full_graph_materializes_and_exports_a_valid_meds_dataset(clean_run) -> 
     # the launchpad's task_loss_weights reached the MTF runs (parent and both seeds), and no
     # single-task run
     client = mlflow.MlflowClient(Settings.from_env().with_home(home).mlflow_tracking_uri)
-    experiment = client.get_experiment_by_name("ehrmamba-finetuning")
+    experiment = client.get_experiment_by_name(FinetuneConfig().experiment)
     weights: dict[str, list[str]] = {}
     for run in client.search_runs([experiment.experiment_id]):
         params = run.data.params

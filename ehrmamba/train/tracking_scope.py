@@ -8,19 +8,17 @@ Dagster code server, an in-process job, the test suite) would silently log to th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import mlflow
-
-_ENV = "MLFLOW_TRACKING_URI"
+from mlflow.environment_variables import MLFLOW_TRACKING_URI
 
 
 @contextmanager
 def process_tracking_uri_kept() -> Iterator[None]:
     """Restore the process's MLflow tracking URI (and its environment variable) on exit."""
-    before = os.environ.get(_ENV)
+    before = MLFLOW_TRACKING_URI.get()
     try:
         yield
     finally:
