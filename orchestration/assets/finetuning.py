@@ -65,7 +65,8 @@ class FinetuneRunConfig(dg.Config):
     task_loss_weights: dict[str, float] = Field(default_factory=dict)
     """Multiplies each row's loss by its task's weight (tasks not named: 1). On the
     6,000-patient cohort {"fluid_electrolyte_1y": 3.0} lifted that task by about 0.009 AUROC
-    and cost hypertension about as much (BENCHMARKS.md, weighting fluid/electrolyte's loss)."""
+    and cost hypertension about as much; 2.0 lifted it less and did not spare hypertension
+    (BENCHMARKS.md, weighting fluid/electrolyte's loss)."""
     seed: int = 0
     restarts: int = 1
     """Train this many times (seeds seed, seed + 1, ...) and keep the run best on tuning: a
