@@ -66,8 +66,8 @@ class FinetuneRunConfig(dg.Config):
     """Multiplies each row's loss by its task's weight (tasks not named: 1). On the
     6,000-patient cohort {"fluid_electrolyte_1y": 3.0} lifted that task by about 0.009 AUROC
     and cost hypertension about as much; 2.0 lifted it less and did not spare hypertension.
-    {"fluid_electrolyte_1y": 3.0, "hypertension_1y": 2.0} kept both: the only recipe measured
-    there with every task inside single-task finetuning's interval over four seeds
+    {"fluid_electrolyte_1y": 3.0, "hypertension_1y": 2.0} kept both: over four seeds, the only
+    recipe measured there with every task inside the interval of both single-task schedules
     (BENCHMARKS.md, weighting fluid/electrolyte's loss)."""
     seed: int = 0
     restarts: int = 1
