@@ -47,6 +47,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", default="synthetic:2000", help="synthetic:N or a FHIR dir")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--cohort-seed",
+        type=int,
+        default=0,
+        help="synthetic cohort seed (synthetic:N only); another seed is a fresh cohort on "
+        "which choices made on seed 0 can be confirmed",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="stop after pretraining: the warehouse, label sequences and pretrained model for "
+        "benchmarks/finetune_one.py",
+    )
     parser.add_argument("--preset", default="small")
     parser.add_argument(
         "--pretrain-steps",
@@ -138,7 +151,7 @@ def main() -> None:
         source = args.source
         if source.startswith("synthetic:"):
             source = out / "fhir"
-            write_cohort(source, int(args.source.split(":")[1]), seed=0)
+            write_cohort(source, int(args.source.split(":")[1]), seed=args.cohort_seed)
             lap("synthesize")
         ingest(Path(source), db)
         lap("ingest")
@@ -148,6 +161,7 @@ def main() -> None:
         lap("dbt build")
     with duckdb.connect(str(db)) as con:
         vocab = fit_vocabulary(con, TokenizerConfig(max_len=512))
+        vocab.save(out / "seq" / "vocab.json")  # for benchmarks/finetune_one.py
         seqs = write_pretraining_sequences(con, vocab, out / "seq", max_len=512)
         held_out = args.eval_per_task if args.held_out_per_task is None else args.held_out_per_task
         caps = {
@@ -180,6 +194,10 @@ def main() -> None:
             **tracking,
         ).model_dir
     lap("pretrain" if args.pretrained is None else "pretrain (reused)")
+    if args.prepare_only:
+        (out / "timings.json").write_text(json.dumps(timings, indent=2))
+        print(f"prepared: pretrained model {pretrained_dir}")
+        return
     common = dict(
         learning_rate=5e-4,
         max_epochs=args.finetune_epochs,
