@@ -47,7 +47,8 @@ def parse_weight(text: str) -> tuple[str, float]:
 
 
 def every_row_sequences(run: Path, tasks: list[str], vocab, max_len: int, position: str) -> Path:
-    """Every held_out row of ``tasks``, tokenized once per run and shared by its models.
+    """Every held_out row of ``tasks``, tokenized once per run and shared by its models (a
+    single-task model reads its own task's rows from the same file).
 
     Written to a temporary directory and renamed into place, so that two processes started
     together cannot read a half-written file; the loser of the race discards its copy.
@@ -88,6 +89,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="evaluate.py --prepare-only dir")
+    parser.add_argument(
+        "--pretrained", type=Path, help="default: RUN/pretrain/model (evaluate.py --pretrained)"
+    )
     parser.add_argument("--name", required=True, help="this model's directory under RUN/models")
     parser.add_argument("--task", action="append", help="single-task (repeat for a subset)")
     parser.add_argument("--seed", type=int, default=0)
@@ -119,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run: Path = args.run
     labels = run / "seq" / "labels.parquet"
-    pretrained = run / "pretrain" / "model"
+    pretrained = args.pretrained or run / "pretrain" / "model"
     for path in (labels, pretrained, run / "seq" / "vocab.json", run / "warehouse.duckdb"):
         if not path.exists():
             raise SystemExit(f"{path} does not exist: run evaluate.py --prepare-only --out {run}")
@@ -162,7 +166,11 @@ def main() -> None:
     rows = 0
     if tasks:
         seq = every_row_sequences(
-            run, tasks, vocab, bundle.settings.max_len, bundle.settings.task_token_position
+            run,
+            args.every_row,
+            vocab,
+            bundle.settings.max_len,
+            bundle.settings.task_token_position,
         )
         held = SequenceDataset(seq, splits=["held_out"], tasks=tasks)
         frame = predictions_frame(held, predict_sequences(bundle.model, held), config.name)

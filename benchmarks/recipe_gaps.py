@@ -120,7 +120,7 @@ def task_table(scores: pd.DataFrame, candidate: str, n_resamples: int) -> list[d
 def markdown(table: list[dict], candidate: str) -> str:
     others = sorted({r for e in table for r in e["gap"]})
     head = ["task (rows, positive patients)", f"{candidate} per seed (mean)"]
-    head += [f"{r} (mean)" for r in others if r != candidate]
+    head += [f"{r} (mean)" for r in others]
     head += [f"{candidate} − {r}" for r in others]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for e in table:
