@@ -178,7 +178,7 @@ def main() -> None:
         rows = len(frame)
         log(f"scored {rows} held_out rows of {tasks}")
     summary = {
-        "config": {k: v for k, v in vars(args).items() if k != "run"} | {"run": str(run)},
+        "config": vars(args),
         "kept_epoch": result.metrics.get("kept_epoch"),
         "tuning_auroc": {
             k.removeprefix("tuning.auroc."): v
@@ -190,8 +190,8 @@ def main() -> None:
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(json.dumps(summary))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))  # Paths
+    log(json.dumps(summary, default=str))
 
 
 if __name__ == "__main__":

@@ -78,14 +78,12 @@ def task_table(scores: pd.DataFrame, candidate: str, n_resamples: int) -> list[d
     for task, rows in scores.groupby("task"):
         wide = rows.pivot_table(index=KEYS, columns="member", values="score", aggfunc="first")
         labels = rows.groupby(KEYS)["label"].first().loc[wide.index]
-        complete = wide.dropna(axis=1, how="any").columns
-        members = rows.drop_duplicates("member").set_index("member")["recipe"]
-        by_recipe: dict[str, list[str]] = {}
-        for member in complete:
-            by_recipe.setdefault(members[member], []).append(member)
-        partial = sorted(set(wide.columns) - set(complete))
+        partial = sorted(wide.columns[wide.isna().any()])
         if partial:
             raise SystemExit(f"{task}: {partial} did not score the same rows as the others")
+        by_recipe: dict[str, list[str]] = {}
+        for member, recipe in rows.drop_duplicates("member")[["member", "recipe"]].values:
+            by_recipe.setdefault(recipe, []).append(member)
         if candidate not in by_recipe:
             continue
         y = labels.to_numpy().astype(bool)
